@@ -1,0 +1,1 @@
+"""Worker-group backends: ``local`` (processes forked from a zygote) and ``ray`` (Ray actors)."""

@@ -1,0 +1,125 @@
+"""The embedded default backend: workers are local processes, no server to start."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Optional
+
+from rafter._backends.local.group import LocalWorkerGroup, Zygote
+from rafter._worker.spec import WorkerSpec
+from rafter.train._config import ScalingConfig
+
+logger = logging.getLogger("rafter")
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def available_gpus() -> int:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        import torch
+    if not torch.cuda._is_compiled():
+        return 0
+    return torch.cuda.device_count()
+
+
+def total_memory() -> int:
+    import psutil
+
+    return psutil.virtual_memory().total
+
+
+class LocalBackend:
+    name = "local"
+    node_host = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self._zygote: Optional[Zygote] = None
+
+    # -- preflight -----------------------------------------------------------------------------
+    def check_resources(self, scaling: ScalingConfig) -> int:
+        """Raise ``ValueError`` for a request this machine can never meet; return torch threads per worker."""
+        unknown = sorted(scaling.custom_resources)
+        if unknown:
+            raise ValueError(
+                f"ScalingConfig(resources_per_worker=...) names {', '.join(map(repr, unknown))}, which the local "
+                f"backend does not know (it knows 'CPU', 'GPU' and 'memory'). Custom resources need a Ray "
+                f"cluster: RunConfig(cluster='ray')."
+            )
+        n = scaling.num_workers
+        if scaling.gpus_per_worker:
+            have = available_gpus()
+            want = scaling.gpus_per_worker * n
+            if want > have:
+                raise ValueError(
+                    f"ScalingConfig asks for {want:g} GPUs ({n} workers x {scaling.gpus_per_worker:g} GPU) but this "
+                    f"machine has {have}. Use ScalingConfig(num_workers={max(have, 1) if have else n}, "
+                    f"use_gpu={bool(have)}) or run on a machine or Ray cluster with more GPUs."
+                )
+            if scaling.gpus_per_worker != 1:
+                raise ValueError(
+                    f"ScalingConfig(resources_per_worker={{'GPU': {scaling.gpus_per_worker:g}}}): the local backend "
+                    f"gives each worker exactly one GPU."
+                )
+        memory = scaling.memory_per_worker
+        if memory:
+            have = total_memory()
+            if memory * n > have:
+                raise ValueError(
+                    f"ScalingConfig asks for {memory * n / 2**30:.1f} GiB of memory ({n} workers x "
+                    f"{memory / 2**30:.2f} GiB) but this machine has {have / 2**30:.1f} GiB in all."
+                )
+        cpus = available_cpus()
+        per_worker = scaling.cpus_per_worker or 1.0
+        want = per_worker * n
+        threads = max(1, int(per_worker))
+        if want > cpus:
+            threads = max(1, min(threads, cpus // n))
+            logger.warning(
+                "ScalingConfig asks for %g CPUs (%d workers x %g CPU) but this machine has %d; running "
+                "oversubscribed with %d torch thread%s per worker.",
+                want, n, per_worker, cpus, threads, "" if threads == 1 else "s",
+            )
+        return threads
+
+    def placement(self, scaling: ScalingConfig) -> List[dict]:
+        n = scaling.num_workers
+        return [
+            dict(rank=r, node_rank=0, local_rank=r, local_world_size=n, rdzv_host=self.node_host,
+                 device_index=r if scaling.use_gpu else None)
+            for r in range(n)
+        ]
+
+    def worker_env(self) -> dict:
+        # Keep gloo's and NCCL's bootstrap sockets on loopback, unless the user chose an interface.
+        env = {}
+        for var in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            if var not in os.environ:
+                env[var] = "lo"
+        return env
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, use_gpu: bool) -> None:
+        if self._zygote is None:
+            self._zygote = Zygote(use_gpu)
+
+    def start_group(self, specs: List[WorkerSpec], payload: bytes, echo: bool = True) -> LocalWorkerGroup:
+        assert self._zygote is not None
+        path = os.path.join(specs[0].log_dir, f"payload_attempt_{specs[0].attempt}.pkl")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        return LocalWorkerGroup(self._zygote, specs, path, echo=echo)
+
+    def shutdown(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None

@@ -1,0 +1,1 @@
+"""Evidence -> verdict: classify worker failures and explain the root cause first."""

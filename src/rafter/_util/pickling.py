@@ -1,0 +1,143 @@
+"""Pickling with explanations: when something can't be pickled, say *which* part and why."""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Iterator, List, Optional, Tuple
+
+import cloudpickle
+
+_MAX_DEPTH = 10
+
+
+def try_cloudpickle(obj: Any) -> Optional[bytes]:
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception:  # noqa: BLE001 - any failure means "not picklable"
+        return None
+
+
+def _type_name(obj: Any) -> str:
+    cls = type(obj)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _pickle_error(obj: Any) -> Optional[BaseException]:
+    try:
+        cloudpickle.dumps(obj)
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return exc
+
+
+def _children(obj: Any, path: str) -> Iterator[Tuple[str, Any]]:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield f"{path}[{key!r}]", value
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for i, value in enumerate(obj):
+            yield f"{path}[{i}]", value
+    elif isinstance(obj, types.FunctionType):
+        code = obj.__code__
+        for name, cell in zip(code.co_freevars, obj.__closure__ or ()):
+            try:
+                yield f"{path}.<closure {name}>", cell.cell_contents
+            except ValueError:
+                continue
+        for name in _global_names(code):
+            if name in obj.__globals__:
+                value = obj.__globals__[name]
+                if not isinstance(value, types.ModuleType):
+                    yield f"{path}.<global {name}>", value
+    elif isinstance(obj, types.MethodType):
+        yield f"{path}.__self__", obj.__self__
+    else:
+        state = getattr(obj, "__dict__", None)
+        if isinstance(state, dict):
+            for key, value in state.items():
+                yield f"{path}.{key}", value
+        for slot in getattr(type(obj), "__slots__", ()) or ():
+            if isinstance(slot, str) and hasattr(obj, slot):
+                yield f"{path}.{slot}", getattr(obj, slot)
+
+
+def _global_names(code: types.CodeType) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _global_names(const)
+
+
+def find_unpicklable(obj: Any, root: str) -> List[Tuple[str, str, str]]:
+    """Paths to the innermost parts of ``obj`` that can't be pickled: ``[(path, type, error)]``."""
+    found: List[Tuple[str, str, str]] = []
+    seen: set = set()
+
+    def walk(value: Any, path: str, depth: int) -> bool:
+        error = _pickle_error(value)
+        if error is None:
+            return False
+        if id(value) in seen:
+            return True
+        seen.add(id(value))
+        deeper = False
+        if depth < _MAX_DEPTH:
+            for child_path, child in _children(value, path):
+                deeper = walk(child, child_path, depth + 1) or deeper
+        if not deeper:
+            found.append((path, _type_name(value), f"{type(error).__name__}: {error}"))
+        return True
+
+    walk(obj, root, 0)
+    return found
+
+
+class SerializationError(TypeError):
+    """Something rafter must send between processes can't be pickled."""
+
+    def __init__(self, what: str, problems: List[Tuple[str, str, str]], fix: str) -> None:
+        lines = [f"{what} can't be pickled, so rafter can't send it to the workers:"]
+        for path, type_name, error in problems:
+            lines.append(f"  {path}: {type_name}  ({error})")
+        lines.append(f"Fix: {fix}")
+        super().__init__("\n".join(lines))
+        self.problems = problems
+
+    def __reduce__(self):
+        return (_rebuild_serialization_error, (str(self), self.problems))
+
+
+def _rebuild_serialization_error(message: str, problems) -> "SerializationError":
+    err = SerializationError.__new__(SerializationError)
+    TypeError.__init__(err, message)
+    err.problems = problems
+    return err
+
+
+def dumps_payload(fn: Any, config: Any) -> bytes:
+    """Pickle the train function and its config, or explain exactly what can't be pickled."""
+    try:
+        return cloudpickle.dumps((fn, config))
+    except Exception:  # noqa: BLE001
+        pass
+    problems = find_unpicklable(config, "train_loop_config") + find_unpicklable(fn, "train_loop_per_worker")
+    if not problems:  # pickles separately but not together: report the pair
+        problems = find_unpicklable((fn, config), "(train_loop_per_worker, train_loop_config)")
+    raise SerializationError(
+        "The training function or its train_loop_config",
+        problems,
+        "create these objects inside the train function (open files, locks, generators, "
+        "loaders and clients there), and pass only plain data (paths, numbers, strings) in train_loop_config.",
+    )
+
+
+def dumps_return_value(value: Any) -> bytes:
+    try:
+        return cloudpickle.dumps(value)
+    except Exception:  # noqa: BLE001
+        raise SerializationError(
+            "The train function's return value",
+            find_unpicklable(value, "return_value"),
+            "return plain data (numbers, strings, CPU tensors, state dicts) from the train function.",
+        ) from None

@@ -1,0 +1,45 @@
+"""The per-process state behind ``rafter.train.report/get_context/get_checkpoint`` in a worker."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from rafter._worker.channel import Channel
+from rafter._worker.spec import WorkerSpec
+
+_session: Optional["WorkerSession"] = None
+
+
+class WorkerSession:
+    def __init__(self, spec: WorkerSpec, channel: Channel) -> None:
+        self.spec = spec
+        self.channel = channel
+        self.report_index = 0
+        self.start_time = time.time()
+
+    def send(self, message: tuple) -> None:
+        self.channel.send(message)
+
+
+def set_session(session: Optional[WorkerSession]) -> None:
+    global _session
+    _session = session
+
+
+def get_session() -> Optional[WorkerSession]:
+    return _session
+
+
+def require_session(api: str) -> WorkerSession:
+    if _session is None:
+        raise RuntimeError(
+            f"rafter.train.{api}() can only be called inside the training function that "
+            f"TorchTrainer runs on each worker (train_loop_per_worker), not in the driver script. "
+            f"Move the call into your train function."
+        )
+    return _session
+
+
+def session_value(default: Any, getter) -> Any:
+    return default if _session is None else getter(_session)

@@ -1,0 +1,38 @@
+"""rafter's public training API (the names and defaults of Ray Train 2.60's ``ray.train``).
+
+``rafter.train.torch`` (TorchTrainer, prepare_model, ...) is loaded on first use, so
+``import rafter.train as train`` alone is enough for ``train.torch.prepare_model(...)``.
+"""
+
+from rafter.train._callback import Callback
+from rafter.train._checkpoint import Checkpoint
+from rafter.train._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from rafter.train._context import TrainContext, get_checkpoint, get_context, report
+from rafter.train._errors import ControllerError, TrainingFailedError, WorkerGroupError
+from rafter.train._result import Result
+
+__all__ = [
+    "Callback",
+    "Checkpoint",
+    "CheckpointConfig",
+    "ControllerError",
+    "FailureConfig",
+    "Result",
+    "RunConfig",
+    "ScalingConfig",
+    "TrainContext",
+    "TrainingFailedError",
+    "WorkerGroupError",
+    "get_checkpoint",
+    "get_context",
+    "report",
+    "torch",
+]
+
+
+def __getattr__(name):
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module("rafter.train.torch")
+    raise AttributeError(f"module 'rafter.train' has no attribute {name!r}")

@@ -1,0 +1,125 @@
+"""The functions a train function calls: ``report``, ``get_context``, ``get_checkpoint``.
+
+They work only inside a worker; on the driver they raise an error that says where to call them.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any, Dict, Optional
+
+from rafter._worker.session import get_session, require_session
+
+_PLAIN = (int, float, str, bool, type(None))
+
+
+class TrainContext:
+    """Where this worker sits in the run. Obtain it with ``rafter.train.get_context()``."""
+
+    def __init__(self, session) -> None:
+        self._session = session
+        self._spec = session.spec
+
+    def get_world_size(self) -> int:
+        return self._spec.world_size
+
+    def get_world_rank(self) -> int:
+        return self._spec.rank
+
+    def get_local_rank(self) -> int:
+        return self._spec.local_rank
+
+    def get_local_world_size(self) -> int:
+        return self._spec.local_world_size
+
+    def get_node_rank(self) -> int:
+        return self._spec.node_rank
+
+    def get_experiment_name(self) -> str:
+        return self._spec.run_name
+
+    def get_attempt(self) -> int:
+        """1 for the first attempt, 2 after the first restart, and so on."""
+        return self._spec.attempt
+
+    def get_storage_path(self) -> str:
+        return self._spec.run_path
+
+    def __repr__(self) -> str:
+        s = self._spec
+        return (f"TrainContext(world_rank={s.rank}, world_size={s.world_size}, local_rank={s.local_rank}, "
+                f"node_rank={s.node_rank}, attempt={s.attempt}, experiment_name={s.run_name!r})")
+
+
+def get_context() -> TrainContext:
+    return TrainContext(require_session("get_context"))
+
+
+def _convert_metric(key: str, value: Any) -> Any:
+    kind = type(value)
+    module = kind.__module__
+    if module == "torch" or module.startswith("torch."):
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"rafter.train.report(): metric {key!r} is a tensor of shape {tuple(value.shape)}; metrics "
+                    f"must be numbers. Report a scalar, e.g. {{{key!r}: loss.item()}}, or a list via .tolist()."
+                )
+            return value.item()
+    if module == "numpy" and hasattr(value, "item") and getattr(value, "size", 2) == 1:
+        return value.item()
+    try:
+        pickle.dumps(value)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(
+            f"rafter.train.report(): metric {key!r} has a value of type {kind.__module__}.{kind.__qualname__} "
+            f"that can't be pickled ({exc}). Report plain numbers, strings, lists or dicts."
+        ) from None
+    return value
+
+
+def clean_metrics(metrics: Any) -> Dict[str, Any]:
+    if not isinstance(metrics, dict):
+        raise TypeError(f"rafter.train.report(metrics): expected a dict of metrics, got {type(metrics).__name__}.")
+    out = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise TypeError(f"rafter.train.report(): metric names must be str, got {key!r}.")
+        out[key] = value if type(value) in _PLAIN else _convert_metric(key, value)
+    return out
+
+
+def report(metrics: Dict[str, Any], checkpoint: Optional[Any] = None, checkpoint_dir_name: Optional[str] = None) -> None:
+    """Send metrics (and optionally a checkpoint) to the driver. Cheap and non-blocking without a checkpoint.
+
+    Any rank may report; ``Result.metrics`` holds rank 0's latest. With a checkpoint, this rank's files are
+    written to storage and the checkpoint becomes visible once every rank that passed files has written them.
+    """
+    session = require_session("report")
+    clean = clean_metrics(metrics)
+    index = session.report_index
+    session.report_index = index + 1
+    staged = None
+    if checkpoint is not None:
+        from rafter._checkpoint.worker import stage_checkpoint
+
+        staged = stage_checkpoint(session, checkpoint, index, checkpoint_dir_name)
+    session.send(("report", index, clean, staged, time.time()))
+
+
+def get_checkpoint():
+    """The latest committed checkpoint of this run (after a restart or resume), else None."""
+    session = require_session("get_checkpoint")
+    path = session.spec.latest_checkpoint
+    if path is None:
+        return None
+    from rafter.train._checkpoint import Checkpoint
+
+    return Checkpoint(path)
+
+
+def in_worker() -> bool:
+    return get_session() is not None

@@ -1,0 +1,58 @@
+"""``TorchTrainer``: the entry point, as in ``ray.train.torch.TorchTrainer``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+from rafter.train._config import RunConfig, ScalingConfig
+from rafter.train._result import Result
+from rafter.train.torch._config import TorchConfig
+
+
+class TorchTrainer:
+    """Run ``train_loop_per_worker`` on ``scaling_config.num_workers`` workers with a torch process group.
+
+    ``fit()`` returns a :class:`~rafter.train.Result`, or raises :class:`~rafter.train.TrainingFailedError`
+    whose message opens with the rank and the root cause of the failure.
+    """
+
+    def __init__(
+        self,
+        train_loop_per_worker: Callable,
+        *,
+        train_loop_config: Optional[Dict[str, Any]] = None,
+        torch_config: Optional[TorchConfig] = None,
+        scaling_config: Optional[ScalingConfig] = None,
+        run_config: Optional[RunConfig] = None,
+    ) -> None:
+        if not callable(train_loop_per_worker):
+            raise TypeError(
+                f"TorchTrainer(train_loop_per_worker={train_loop_per_worker!r}): expected a function taking () or (config)."
+            )
+        self.train_loop_per_worker = train_loop_per_worker
+        self.train_loop_config = train_loop_config
+        self.torch_config = torch_config or TorchConfig()
+        self.scaling_config = scaling_config or ScalingConfig()
+        self.run_config = run_config or RunConfig()
+        for name, value, cls in (
+            ("scaling_config", self.scaling_config, ScalingConfig),
+            ("run_config", self.run_config, RunConfig),
+            ("torch_config", self.torch_config, TorchConfig),
+        ):
+            if not isinstance(value, cls):
+                raise TypeError(f"TorchTrainer({name}=...): expected a {cls.__name__}, got {type(value).__name__}.")
+        self._monitors: list = []
+
+    def fit(self) -> Result:
+        from rafter._controller.controller import Controller
+
+        controller = Controller(
+            self.train_loop_per_worker,
+            self.train_loop_config,
+            self.scaling_config,
+            self.run_config,
+            backend_name=self.torch_config.resolve_backend(self.scaling_config.use_gpu),
+            timeout_s=self.torch_config.timeout_s,
+        )
+        controller.monitors.extend(self._monitors)
+        return controller.fit()
