@@ -94,7 +94,7 @@ class Storage:
                 f.write(old + text)
 
     # -- folders -----------------------------------------------------------------------------
-    def upload_dir(self, local_dir: str, dest: str) -> int:
+    def upload_dir(self, local_dir: str, dest: str, on_file=None) -> int:
         """Copy a local folder's files into ``dest`` (merging with what is there). Returns the file count."""
         count = 0
         for base, _dirs, files in os.walk(local_dir):
@@ -108,6 +108,8 @@ class Storage:
                 else:
                     self.fs.put_file(src, f"{target}/{name}")
                 count += 1
+                if on_file is not None:
+                    on_file()
         return count
 
     def download_dir(self, src: str, local_dir: str) -> None:

@@ -62,10 +62,11 @@ class Progress:
 
 
 @dataclass
-class UploadRequest:
-    """A worker asks the driver to copy its checkpoint files (process-local storage such as memory://)."""
+class StorageRequest:
+    """A worker asks the driver to copy files to or from storage that only the driver's process can see
+    (fsspec ``memory://``). ``op`` is "upload" (local folder -> storage) or "download" (storage -> local)."""
 
     rank: int
-    index: int
+    op: str
     source: str
     dest: str

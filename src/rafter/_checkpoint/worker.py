@@ -8,6 +8,7 @@ import os
 from typing import Optional
 
 from rafter._storage import Storage
+from rafter._worker import faults
 
 
 def stage_checkpoint(session, checkpoint, index: int, dir_name: Optional[str] = None) -> dict:
@@ -25,12 +26,17 @@ def stage_checkpoint(session, checkpoint, index: int, dir_name: Optional[str] = 
     staging = storage.join(".staging", f"attempt_{spec.attempt}_report_{index}")
     with checkpoint.as_directory() as local_dir:
         if storage.process_local:
-            # memory:// lives in the driver's process only: ask the driver to copy, and wait.
-            session.send(("upload", index, local_dir, staging))
-            reply = session.channel.recv()
-            if reply[0] != "uploaded" or reply[2]:
-                raise RuntimeError(f"rafter could not store this rank's checkpoint files: {reply[2]}")
-            files = reply[1]
+            files = driver_copy(session, "upload", local_dir, staging)
+            faults.hit("upload", report=index)  # files staged, report not yet sent
         else:
-            files = storage.upload_dir(local_dir, staging)
+            files = storage.upload_dir(local_dir, staging, on_file=lambda: faults.hit("upload", report=index))
     return {"staging": staging, "files": files, "rank": spec.rank}
+
+
+def driver_copy(session, op: str, source: str, dest: str) -> int:
+    """Have the driver copy files, for storage only the driver's process can see (memory://); waits."""
+    session.send(("storage", op, source, dest))
+    kind, count, error = session.channel.recv()
+    if error:
+        raise RuntimeError(f"rafter could not {op} checkpoint files ({source} -> {dest}): {error}")
+    return count

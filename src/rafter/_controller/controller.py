@@ -18,7 +18,10 @@ import cloudpickle
 from rafter._backends import events as ev
 from rafter._controller.failure_policy import should_retry
 from rafter._controller.run_state import RunState
+from rafter._diagnose.hang import HangMonitor
+from rafter._diagnose.memory import MemoryMonitor
 from rafter._diagnose.verdict import RankOutcome, build_verdict
+from rafter._storage import Storage
 from rafter._util.log import setup_driver_logging
 from rafter._util.pickling import dumps_payload
 from rafter._worker.spec import WorkerSpec
@@ -82,7 +85,8 @@ class Controller:
         self.backend_name = backend_name
         self.timeout_s = timeout_s
         self.echo = echo
-        self.monitors: List[Any] = []
+        self.monitors: List[Any] = [MemoryMonitor, HangMonitor]  # per-attempt watchers (see rafter._diagnose)
+        self.fault: Optional[dict] = None  # armed by rafter.testing.inject_fault
 
     # ------------------------------------------------------------------------------------------
     def fit(self) -> Result:
@@ -164,7 +168,7 @@ class Controller:
                     latest_checkpoint=state.latest_checkpoint_path,
                     env=dict(env),
                     device_index=place.get("device_index"),
-                    crash_at=getattr(self, "_fault", None),
+                    crash_at=self.fault,
                 )
             )
         return specs
@@ -208,11 +212,15 @@ class Controller:
         return attempt
 
     @staticmethod
-    def _upload(event, attempt: _Attempt, state: RunState) -> None:
+    def _serve_storage(event, attempt: _Attempt, state: RunState) -> None:
         try:
-            reply = ("uploaded", state.storage.upload_dir(event.source, event.dest), None)
-        except Exception as exc:  # noqa: BLE001 - the worker raises it in report()
-            reply = ("uploaded", 0, f"{type(exc).__name__}: {exc}")
+            if event.op == "upload":
+                reply = ("storage_done", state.storage.upload_dir(event.source, event.dest), None)
+            else:
+                Storage(event.source).download_dir(event.source, event.dest)
+                reply = ("storage_done", 0, None)
+        except Exception as exc:  # noqa: BLE001 - the worker raises it
+            reply = ("storage_done", 0, f"{type(exc).__name__}: {exc}")
         try:
             attempt.group.send(event.rank, reply)
         except OSError:
@@ -234,7 +242,7 @@ class Controller:
         elif isinstance(event, ev.Exited):
             o.exit_code, o.signal, o.exit_time = event.exit_code, event.signal, event.time
             o.killed_by_rafter, o.kill_reason = event.killed_by_rafter, event.reason
-        elif isinstance(event, ev.UploadRequest):
-            self._upload(event, attempt, state)
+        elif isinstance(event, ev.StorageRequest):
+            self._serve_storage(event, attempt, state)
         for monitor in attempt.monitors:
             monitor.on_event(event)

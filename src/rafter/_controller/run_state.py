@@ -102,10 +102,19 @@ class RunState:
                     f"storage_path so the two runs don't mix."
                 )
             self.storage.makedirs(self.run_path)
+        self._remove_invisible()
+        self._save("running")
+
+    def _remove_invisible(self) -> None:
+        """Delete what a crash left half-done: staging folders, and checkpoint folders that were published
+        but never listed in the state file (or dropped by retention). None of it was ever visible."""
         staging = self.storage.join(self.config.name, ".staging")
         if self.storage.exists(staging):
-            self.storage.remove(staging)  # torn writes of a crashed attempt: never visible, now gone
-        self._save("running")
+            self.storage.remove(staging)
+        listed = {c["name"] for c in self.checkpoints}
+        for name in self.storage.listdir(self.run_path):
+            if name.startswith("checkpoint_") and name not in listed:
+                self.storage.remove(self._ckpt_path(name))
 
     def _check_compatible(self, saved: Dict[str, Any]) -> None:
         if saved.get("format") != FORMAT:
@@ -132,6 +141,10 @@ class RunState:
         self.attempts.append({"attempt": number, "first_report": len(self.history), "error": None,
                               "start": time.time()})
         self._save("running")
+        for cb in self.callbacks:
+            hook = getattr(cb, "on_attempt_start", None)
+            if hook:
+                hook(attempt=number, num_workers=world_size, run_path=self.run_path)
         return number
 
     def end_attempt(self, error_line: Optional[str]) -> None:
@@ -180,6 +193,8 @@ class RunState:
         self.next_number += 1
         removed = self._apply_retention()
         self._save("running")
+        if not self.storage.local:
+            self._write_history()
         for path in removed:
             self.storage.remove(path)
         for cb in self.callbacks:
@@ -236,6 +251,12 @@ class RunState:
             "log_dir": self.log_dir,
         })
 
+    def _write_history(self) -> None:
+        self.storage.write_text_atomic(
+            self.storage.join(self.config.name, "metrics.jsonl"),
+            "".join(json.dumps(m, default=repr) + "\n" for m in self.history),
+        )
+
     def notify_failure(self, verdict) -> None:
         for cb in self.callbacks:
             hook = getattr(cb, "on_failure", None)
@@ -244,10 +265,7 @@ class RunState:
 
     def finish(self, verdict) -> None:
         if not self.storage.local:
-            self.storage.write_text_atomic(
-                self.storage.join(self.config.name, "metrics.jsonl"),
-                "".join(json.dumps(m, default=repr) + "\n" for m in self.history),
-            )
+            self._write_history()
         self._save("failed" if verdict else "finished", verdict.first_line if verdict else None)
         if verdict is not None:
             self.storage.write_text_atomic(self.storage.join(self.config.name, "error.txt"), str(verdict))

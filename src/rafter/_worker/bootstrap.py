@@ -137,10 +137,6 @@ def run_worker(spec: WorkerSpec, channel: Channel, payload: bytes) -> int:
         fn, config = cloudpickle.loads(payload)
         phase = "rendezvous"
         _rendezvous(spec, channel)
-        if spec.crash_at is not None:
-            from rafter.testing import _arm_fault
-
-            _arm_fault(spec)
         phase = "train function"
         try:
             value = _call_user_function(fn, config)

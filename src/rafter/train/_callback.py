@@ -8,6 +8,9 @@ from typing import Any, Dict
 class Callback:
     """Subclass and override what you need; pass instances in ``RunConfig(callbacks=[...])``."""
 
+    def on_attempt_start(self, *, attempt: int, num_workers: int, run_path: str) -> None:
+        """Before the workers of an attempt start (attempt 1, then once per restart)."""
+
     def after_report(self, *, metrics: Dict[str, Any], rank: int, run_path: str) -> None:
         """After each report of rank 0."""
 

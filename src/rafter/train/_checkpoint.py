@@ -40,6 +40,14 @@ class Checkpoint:
         os.makedirs(target, exist_ok=True)
         if self._storage.local:
             shutil.copytree(self.path, target, dirs_exist_ok=True)
+            return target
+        from rafter._worker.session import get_session
+
+        session = get_session()
+        if self._storage.process_local and session is not None:
+            from rafter._checkpoint.worker import driver_copy
+
+            driver_copy(session, "download", self.path, target)
         else:
             self._storage.download_dir(self.path, target)
         return target

@@ -108,6 +108,10 @@ def report(metrics: Dict[str, Any], checkpoint: Optional[Any] = None, checkpoint
 
         staged = stage_checkpoint(session, checkpoint, index, checkpoint_dir_name)
     session.send(("report", index, clean, staged, time.time()))
+    if session.spec.crash_at is not None:
+        from rafter._worker import faults
+
+        faults.hit("report", report=index)
 
 
 def get_checkpoint():

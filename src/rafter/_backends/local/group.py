@@ -154,6 +154,9 @@ class LocalWorkerGroup:
     def ranks(self) -> List[int]:
         return sorted(self._ranks)
 
+    def spec(self, rank: int) -> WorkerSpec:
+        return self._ranks[rank].spec
+
     def pid(self, rank: int) -> Optional[int]:
         return self._ranks[rank].pid
 
@@ -291,9 +294,9 @@ class LocalWorkerGroup:
             out.append(ev.Finished(rank, value, t))
         elif kind == "error":
             out.append(ev.Errored(rank, message[1]))
-        elif kind == "upload":
-            _, index, source, dest = message
-            out.append(ev.UploadRequest(rank, index, source, dest))
+        elif kind == "storage":
+            _, op, source, dest = message
+            out.append(ev.StorageRequest(rank, op, source, dest))
         elif kind == "progress":
             out.append(ev.Progress(rank, message[1], message[2] if len(message) > 2 else None))
 

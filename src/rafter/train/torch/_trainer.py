@@ -41,7 +41,8 @@ class TorchTrainer:
         ):
             if not isinstance(value, cls):
                 raise TypeError(f"TorchTrainer({name}=...): expected a {cls.__name__}, got {type(value).__name__}.")
-        self._monitors: list = []
+        self._monitors: list = []  # extra controller monitors (rafter.testing.ChaosMonkey)
+        self._fault = None  # a fault armed by rafter.testing.inject_fault
 
     def fit(self) -> Result:
         from rafter._controller.controller import Controller
@@ -55,4 +56,5 @@ class TorchTrainer:
             timeout_s=self.torch_config.timeout_s,
         )
         controller.monitors.extend(self._monitors)
+        controller.fault = self._fault
         return controller.fit()

@@ -1,0 +1,124 @@
+"""Hang watch: a rank that shows no progress for ``hang_timeout_s`` triggers a stack dump of every rank.
+
+Progress is a report (or any event from the rank). The timeout is ``RunConfig(hang_timeout_s)`` when
+set; otherwise it is derived from the run itself: 10 x the longest gap seen between two reports of a
+rank, at least 60 s, and 10 minutes before the first report (model loading, data downloads). It is
+never the 30-minute collective timeout.
+
+The dump uses faulthandler (armed in every worker on SIGUSR1), which works even while the rank's main
+thread is blocked inside a C++ collective. The stacks say who is where: ranks waiting inside a
+torch.distributed collective are held up by the ranks that are not.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Dict, Optional
+
+from rafter._backends import events as ev
+from rafter._diagnose.stacks import locate, single_out
+from rafter._worker.bootstrap import STACK_DUMP_SIGNAL
+
+BEFORE_FIRST_REPORT_S = 600.0
+MIN_DERIVED_S = 60.0
+GAP_FACTOR = 10.0
+DUMP_WAIT_S = 2.0
+
+
+def derived_timeout(max_gap: Optional[float]) -> float:
+    if max_gap is None:
+        return BEFORE_FIRST_REPORT_S
+    return max(MIN_DERIVED_S, GAP_FACTOR * max_gap)
+
+
+def _read_dump(path: str, deadline: float) -> str:
+    """Wait (bounded) for faulthandler to finish writing, i.e. for the file to stop growing."""
+    last = -1
+    while True:
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = 0
+        if size and size == last:
+            break
+        if time.monotonic() > deadline:
+            break
+        last = size
+        time.sleep(0.05)
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+class HangMonitor:
+    def __init__(self, group, attempt, controller) -> None:
+        self.group = group
+        self.attempt = attempt
+        self.explicit: Optional[float] = controller.run_config.hang_timeout_s
+        start = time.time()
+        self.last: Dict[int, float] = {r: start for r in group.ranks}
+        self.max_gap: Optional[float] = None
+        self.fired = False
+
+    def on_event(self, event) -> None:
+        now = time.time()
+        if isinstance(event, ev.Reported):
+            if self.attempt.outcomes[event.rank].reports > 1:
+                gap = now - self.last[event.rank]
+                self.max_gap = gap if self.max_gap is None else max(self.max_gap, gap)
+        self.last[event.rank] = now
+
+    @property
+    def timeout(self) -> float:
+        return self.explicit if self.explicit is not None else derived_timeout(self.max_gap)
+
+    def tick(self, now: float) -> None:
+        if self.fired or self.attempt.first_failure is not None:
+            return
+        timeout = self.timeout
+        stuck = [r for r, t in self.last.items()
+                 if now - t > timeout and not self.attempt.outcomes[r].finished
+                 and self.attempt.outcomes[r].exit_time is None]
+        if stuck:
+            self.fired = True
+            self._diagnose(now, timeout)
+
+    def _diagnose(self, now: float, timeout: float) -> None:
+        specs = {r: self.group.spec(r) for r in self.group.ranks}
+        for r in self.group.ranks:
+            try:
+                open(specs[r].stack_file, "w").close()
+            except OSError:
+                pass
+        alive = [r for r in self.group.ranks if self.group.signal(r, STACK_DUMP_SIGNAL)]
+        deadline = time.monotonic() + DUMP_WAIT_S
+        dumps = {r: _read_dump(specs[r].stack_file, deadline) for r in alive}
+        locations = {r: locate(text) for r, text in dumps.items()}
+        culprits, summary = single_out(locations)
+        stacks = "\n".join(f"--- rank {r} ---\n{dumps[r].rstrip()}" for r in sorted(dumps))
+        targets = culprits or sorted(dumps)[:1]
+        for r in targets:
+            idle = now - self.last[r]
+            where = locations[r].describe() if r in locations else "unknown"
+            others = [o for o in sorted(locations) if o not in culprits]
+            if culprits:
+                headline = f"hung: no progress for {idle:.1f} s, {where}" + (
+                    f", while {'rank' if len(others) == 1 else 'ranks'} {', '.join(map(str, others))} "
+                    f"wait{'s' if len(others) == 1 else ''} in "
+                    f"{locations[others[0]].collective} for it" if others and locations[others[0]].collective else "")
+            else:
+                headline = f"hung with every rank: no progress for {idle:.1f} s ({summary})"
+            self.attempt.outcomes[r].evidence["hang"] = {
+                "time": now, "headline": headline, "details": f"Where each rank is: {summary}\n\n{stacks}",
+                "fix": (f"Every rank must make the same collective calls in the same order. Look at what rank "
+                        f"{r} is doing instead (its stack above). rafter declared the hang after "
+                        f"{timeout:g} s without progress; set RunConfig(hang_timeout_s=...) to change that."),
+                "timeout_s": timeout, "locations": {k: v.describe() for k, v in locations.items()},
+            }
+        self.group.kill(reason="stopped by rafter after the hang was diagnosed")
+
+    def close(self) -> None:
+        pass

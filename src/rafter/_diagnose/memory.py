@@ -1,0 +1,145 @@
+"""Memory watch: per-worker RSS and the machine's available memory, a few times a second.
+
+- A worker over ``resources_per_worker["memory"]`` is stopped by rafter and reported as out of memory,
+  with its peak RSS and the limit.
+- When the machine's used fraction reaches ``RunConfig(memory_threshold)`` (default 0.95), rafter stops
+  the largest worker and reports it as out of memory, rather than letting the kernel pick a victim blind.
+- A SIGKILL that rafter did not send, while the kernel's OOM-kill counter rose (``/proc/vmstat``
+  oom_kill) or memory was near its limit, is reported as "killed by the kernel OOM killer".
+
+RSS counts the worker and its child processes (DataLoader workers); pages shared copy-on-write with the
+zygote count in every worker, so RSS is a conservative measure.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Dict, Optional, Tuple
+
+import psutil
+
+from rafter._backends import events as ev
+
+SAMPLE_INTERVAL_S = 0.2
+_GiB = 2**30
+
+
+def oom_kill_count() -> Optional[int]:
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def fmt_bytes(n: float) -> str:
+    return f"{n / _GiB:.2f} GiB" if n >= _GiB else f"{n / 2**20:.0f} MiB"
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+class MemoryMonitor:
+    def __init__(self, group, attempt, controller) -> None:
+        self.group = group
+        self.attempt = attempt
+        self.limit: Optional[int] = controller.scaling.memory_per_worker
+        self.threshold: float = controller.run_config.memory_threshold
+        self.oom_kills_at_start = oom_kill_count()
+        self.next_sample = 0.0
+        self.procs: Dict[int, psutil.Process] = {}
+        self.last: Dict[int, Tuple[int, float]] = {}
+        self.peak: Dict[int, int] = {}
+        self.machine_used = 0.0
+        self.stopped = False
+
+    def _rss(self, rank: int, pid: int) -> Optional[int]:
+        proc = self.procs.get(rank)
+        if proc is None or proc.pid != pid:
+            try:
+                proc = self.procs[rank] = psutil.Process(pid)
+            except psutil.Error:
+                return None
+        try:
+            return tree_rss(proc)
+        except psutil.Error:
+            return None
+
+    def tick(self, now: float) -> None:
+        if now < self.next_sample or self.stopped:
+            return
+        self.next_sample = now + SAMPLE_INTERVAL_S
+        sizes: Dict[int, int] = {}
+        for rank, pid in self.group.pids().items():
+            rss = self._rss(rank, pid)
+            if rss is None:
+                continue
+            sizes[rank] = rss
+            self.last[rank] = (rss, now)
+            self.peak[rank] = max(rss, self.peak.get(rank, 0))
+            if self.limit and rss > self.limit:
+                self._stop(rank, now, (
+                    f"ran out of memory: it used {fmt_bytes(self.peak[rank])} (RSS), over its limit of "
+                    f"{fmt_bytes(self.limit)}, and rafter stopped it"),
+                    "Lower the batch size or model size, or raise the limit: "
+                    f"ScalingConfig(resources_per_worker={{'memory': {int(self.limit * 1.5)}}}).")
+                return
+        vm = psutil.virtual_memory()
+        self.machine_used = 1.0 - vm.available / vm.total
+        if sizes and self.machine_used >= self.threshold:
+            rank = max(sizes, key=sizes.get)
+            self._stop(rank, now, (
+                f"ran out of memory: the machine reached {self.machine_used:.0%} of its {fmt_bytes(vm.total)} "
+                f"(threshold {self.threshold:.0%}) and this was the largest worker at {fmt_bytes(sizes[rank])} "
+                f"(RSS); rafter stopped it before the kernel OOM killer picked a victim"),
+                "Use less memory per worker (smaller batches, fewer DataLoader workers), fewer workers per "
+                "machine, or a bigger machine. RunConfig(memory_threshold=...) sets when rafter steps in.")
+
+    def _stop(self, rank: int, now: float, headline: str, fix: str) -> None:
+        outcome = self.attempt.outcomes[rank]
+        outcome.evidence["oom"] = {
+            "time": now, "headline": headline, "fix": fix, "peak_rss": self.peak.get(rank),
+            "limit": self.limit, "machine_used": round(self.machine_used, 4), "source": "rafter",
+        }
+        self.stopped = True
+        self.group.kill([rank], reason="out of memory")
+
+    def on_event(self, event) -> None:
+        if not isinstance(event, ev.Exited) or event.signal != signal.SIGKILL or event.killed_by_rafter:
+            return
+        outcome = self.attempt.outcomes[event.rank]
+        if "oom" in outcome.evidence:
+            return
+        now_count = oom_kill_count()
+        rose = None not in (now_count, self.oom_kills_at_start) and now_count > self.oom_kills_at_start
+        near = self.machine_used >= self.threshold - 0.05 or (
+            self.limit and self.last.get(event.rank, (0, 0))[0] > 0.9 * self.limit)
+        if not (rose or near):
+            return
+        rss, t = self.last.get(event.rank, (None, None))
+        sample = (f"its last memory sample was {fmt_bytes(rss)} RSS, {time.time() - t:.1f} s before it died"
+                  if rss is not None else "no memory sample of it was taken")
+        why = "the kernel's OOM-kill counter rose" if rose else f"machine memory was at {self.machine_used:.0%}"
+        outcome.evidence["oom"] = {
+            "time": event.time,
+            "headline": f"was killed by the kernel OOM killer (SIGKILL; {why}; {sample})",
+            "fix": "The process (or its container/cgroup) ran out of memory. Use less memory per worker, fewer "
+                   "workers per machine, or set ScalingConfig(resources_per_worker={'memory': ...}) so rafter "
+                   "stops it with a clear error first. `dmesg` shows the kernel's report.",
+            "peak_rss": self.peak.get(event.rank), "last_rss": rss, "source": "kernel",
+            "oom_kill_counter_rose": bool(rose),
+        }
+
+    def close(self) -> None:
+        self.procs.clear()
