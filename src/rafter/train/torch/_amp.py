@@ -5,9 +5,8 @@ The rule (:func:`choose_autocast_dtype`), applied to every rank's device capabil
 * every rank on a GPU with native bfloat16 (NVIDIA Ampere / compute capability 8.0 and newer, recent
   AMD): ``(torch.bfloat16, False)`` — bf16 has fp32's range, so no loss scaling is needed;
 * any rank on an older GPU (V100, T4, ...): ``(torch.float16, True)`` — fp16 everywhere plus a
-  ``GradScaler``, because DDP/FSDP average gradients across ranks and all ranks must compute in the same
-  precision (one bf16 rank would make the run non-deterministic across hardware and the old GPU emulates
-  bf16 very slowly);
+  ``GradScaler``: the ranks of one data-parallel run must compute in the same precision (their gradients
+  are averaged), and older GPUs have no bf16 units;
 * any rank on CPU: ``(None, False)`` — full fp32. On most CPUs bf16 matmuls are not faster (no AMX) and
   CPU runs are for development, where exact fp32 numerics help more. Use
   ``torch.autocast("cpu", dtype=torch.bfloat16)`` yourself if your CPUs have AMX.
@@ -34,9 +33,20 @@ def device_capabilities(device: torch.device) -> Dict[str, Any]:
         else:
             bf16 = torch.cuda.get_device_capability(index) >= (8, 0)
         return {"name": name, "device_type": "cuda", "bf16": bf16}
+    return {"name": _cpu_name(), "device_type": device.type, "bf16": False}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     import platform
 
-    return {"name": platform.processor() or platform.machine() or "cpu", "device_type": device.type, "bf16": False}
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def choose_autocast_dtype(capabilities: List[Dict[str, Any]]) -> Tuple[Optional[torch.dtype], bool]:
@@ -72,7 +82,7 @@ def describe_choice(capabilities: List[Dict[str, Any]], choice: Tuple[Optional[t
     dtype, scaler = choice
     if dtype is None:
         cpu = [r for r, c in enumerate(capabilities) if c.get("device_type", "cuda") == "cpu"]
-        lines.append(f"mixed precision: off (fp32), because rank(s) {cpu} run on CPU")
+        lines.append(f"mixed precision: off (fp32), because rank(s) {', '.join(map(str, cpu))} run on CPU")
     elif dtype is torch.bfloat16:
         lines.append("mixed precision: bfloat16 (every rank supports it), no GradScaler")
     else:
