@@ -78,6 +78,13 @@ def snippet(path: str, value: Any) -> str:
     return "\n".join(lines)
 
 
+def fix_for(path: str, value: Any, source: Optional[str]) -> str:
+    """The fix as the user would write it where the bad value came from: a ``--set`` flag or the file."""
+    if source and source.startswith("--set"):
+        return f"--set {path}={inline(value)}"
+    return snippet(path, value)
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> Optional[str]:
     matches = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
     return matches[0] if matches else None

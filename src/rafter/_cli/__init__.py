@@ -1,0 +1,66 @@
+"""The ``rafter`` command: ``rafter run job.yaml``, ``rafter check job.yaml``, ``rafter results PATH``.
+
+Modules: ``jobfile`` (read, merge, check), ``schema`` (the keys), ``translate`` (config classes'
+errors in job terms), ``loader`` (the train function), ``trackers`` (``run.callbacks``),
+``progress`` (live output), ``summary`` (closing lines, ``--json``), ``cmd_*`` (the commands).
+Nothing is imported or run until ``main()`` is called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+JOB_HELP = "a YAML job file (see examples/quickstart.yaml)"
+SET_HELP = ("override one value, KEY=VALUE with KEY a dotted path, e.g. --set scaling.num_workers=8 "
+            "(repeatable; the value is read as YAML). Precedence: defaults < job file < --set flags")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rafter",
+        description="Run PyTorch training jobs described in YAML, with Ray Train's API underneath.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser("run", help="train: rafter run job.yaml [--set key=value ...]")
+    run.add_argument("job", help=JOB_HELP)
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    run.add_argument("--print-config", action="store_true",
+                     help="print the merged job (and who set each value) and exit without running")
+    out = run.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true",
+                     help="print the final Result as JSON on stdout (progress goes to stderr)")
+    out.add_argument("--quiet", "-q", action="store_true",
+                     help="no progress, summary or worker stdout (errors still go to stderr; logs are kept)")
+    run.add_argument("--no-live", action="store_true", help="plain progress lines even on a terminal")
+    run.add_argument("--progress-every", type=float, default=1.0, metavar="SECONDS",
+                     help="plain progress: at most one report line per this many seconds (default 1)")
+
+    check = commands.add_parser("check", help="preflight a job without training")
+    check.add_argument("job", help=JOB_HELP)
+    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    check.add_argument("--collective", action="store_true",
+                       help="also start the real worker group and run one all-reduce across it")
+
+    results = commands.add_parser("results", help="show a past run: verdict, metrics, checkpoints")
+    results.add_argument("path", help="the run folder, <storage_path>/<run name>")
+    results.add_argument("--json", action="store_true", help="the Result as JSON")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        from rafter._cli.cmd_run import run_command
+
+        return run_command(args)
+    if args.command == "check":
+        from rafter._cli.cmd_check import check_command
+
+        return check_command(args)
+    from rafter._cli.cmd_results import results_command
+
+    return results_command(args)

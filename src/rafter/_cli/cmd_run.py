@@ -1,0 +1,131 @@
+"""``rafter run job.yaml``: validate everything, then train with live progress and a closing summary.
+
+Exit codes: 0 the run finished, 1 it failed, 2 the job (file, flags, resources) is wrong, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from typing import Optional
+
+from rafter._cli.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, ConfigError
+from rafter._cli.jobfile import Job, load_job
+
+
+def cluster_kind(job: Job) -> str:
+    """``local`` or ``ray``, as ``RunConfig(cluster=...)`` will resolve it (``auto``: Ray when RAY_ADDRESS is set)."""
+    cluster = job.values["cluster"]
+    if cluster == "auto":
+        return "ray" if os.environ.get("RAY_ADDRESS") or job.values.get("address") else "local"
+    return cluster
+
+
+def check_local_resources(job: Job) -> Optional[int]:
+    """Run the local backend's own feasibility check now, as a job error; returns torch threads per worker."""
+    from rafter._backends.local import LocalBackend
+    from rafter._cli.translate import translate
+
+    rafter_logger = logging.getLogger("rafter")
+    was_disabled, rafter_logger.disabled = rafter_logger.disabled, True  # fit() warns once, later
+    try:
+        return LocalBackend().check_resources(job.scaling)
+    except ValueError as exc:
+        error = translate(exc, "scaling", job.values, job.origin)
+        s = job.scaling
+        if s.custom_resources:
+            path, fix = "scaling.resources_per_worker", (
+                f"remove {', '.join(sorted(s.custom_resources))} from scaling.resources_per_worker, or run on a "
+                f"Ray cluster: cluster: ray")
+        elif s.gpus_per_worker and "GPU" in str(exc):
+            path, fix = "scaling.num_workers", (
+                "ask for the GPUs this machine has (rafter check shows them), use_gpu: false, or run on a Ray "
+                "cluster: cluster: ray")
+        else:
+            path, fix = "scaling.resources_per_worker", "ask for less memory per worker: resources_per_worker.memory"
+        raise ConfigError(error.problem, source=job.origin(path), path=path, value=job.get(path), has_value=True,
+                          fix=fix) from None
+    finally:
+        rafter_logger.disabled = was_disabled
+
+
+def _output_streams(args):
+    """(where people-facing lines go, what stdout becomes during the run)."""
+    if args.json:
+        return sys.stderr, contextlib.redirect_stdout(sys.stderr)  # stdout carries only the JSON
+    if args.quiet:
+        devnull = open(os.devnull, "w")
+        return None, contextlib.redirect_stdout(devnull)
+    return sys.stdout, contextlib.nullcontext()
+
+
+def run_command(args) -> int:
+    from rafter._cli.printconfig import render
+
+    try:
+        job = load_job(args.job, args.set, load_train=not args.print_config)
+    except ConfigError as exc:
+        print(f"rafter: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.print_config:
+        sys.stdout.write(render(job))
+        return EXIT_OK
+    try:
+        if cluster_kind(job) == "local":
+            check_local_resources(job)
+    except ConfigError as exc:
+        print(f"rafter: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return _fit(job, args)
+
+
+def _fit(job: Job, args) -> int:
+    from rafter._cli.progress import ProgressCallback
+    from rafter._cli.summary import describe, print_json, result_json
+    from rafter._controller.run_state import IncompatibleRunError
+    from rafter._storage import Storage
+    from rafter._util.pickling import SerializationError
+    from rafter.train import Result, TrainingFailedError
+
+    human, stdout_redirect = _output_streams(args)
+    callbacks = []
+    if human is not None:
+        live = human.isatty() and not args.no_live
+        callbacks.append(ProgressCallback(human, live=live, every_s=args.progress_every))
+    run_config = job.run_config(callbacks)
+    run_path = Storage(run_config.storage_path).join(run_config.name)
+    start = time.time()
+    error: Optional[BaseException] = None
+    try:
+        with stdout_redirect:
+            result = job.trainer(run_config=run_config).fit()
+    except TrainingFailedError as exc:
+        error = exc
+        try:
+            result = Result.from_path(run_path)
+        except (FileNotFoundError, OSError, ValueError):
+            result = Result(path=run_path, error=exc)
+    except (IncompatibleRunError, SerializationError) as exc:
+        fix = ("--set run.name=<a new name>, or delete that folder" if isinstance(exc, IncompatibleRunError)
+               else "pass only plain data in train_loop_config")
+        path = "run.name" if isinstance(exc, IncompatibleRunError) else "train_loop_config"
+        err = ConfigError(str(exc), source=job.origin(path), path=path, fix=fix)
+        print(f"rafter: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print(f"\nrafter: interrupted; every worker was stopped. What was saved is in {run_path}", file=sys.stderr)
+        return 130
+    elapsed = time.time() - start
+    status = "failed" if error is not None else "finished"
+    if error is not None:
+        print(f"rafter: the run failed.\n{error}", file=sys.stderr)
+    if args.json:
+        print_json(result_json(result, status=status, error=error, elapsed_s=elapsed), sys.stdout)
+    if human is not None:
+        human.write(describe(result, status=status, error=error, elapsed_s=elapsed) + "\n")
+        human.write(f"  see again:    rafter results {result.path}\n")
+        human.flush()
+    return EXIT_FAILED if error is not None else EXIT_OK

@@ -1,0 +1,167 @@
+"""Trackers as callbacks: pass them in ``RunConfig(callbacks=[...])`` (or ``run.callbacks`` in a job file).
+
+- ``metrics.jsonl`` in the run folder is always written (no callback needed).
+- :class:`TensorBoardCallback` writes rank 0's numeric metrics as TensorBoard scalars.
+- :class:`MLflowCallback` logs them to an MLflow run.
+
+Callbacks run on the driver and see rank 0's reports only. Both import their library when created,
+so a missing one fails before training starts, with the ``pip install`` that fixes it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+from rafter.train._callback import Callback
+
+__all__ = ["Callback", "MLflowCallback", "TensorBoardCallback", "scalar_metrics"]
+
+
+def scalar_metrics(metrics: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, float]]:
+    """The finite numbers in ``metrics``; nested dicts become ``outer/inner`` names. Other values are skipped."""
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from scalar_metrics(value, prefix=f"{name}/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            yield name, float(value)
+
+
+def _first_step(run_path: str) -> int:
+    """The index of the report being handled, counting reports of earlier runs with this run folder.
+
+    ``metrics.jsonl`` already holds the report when callbacks run (local storage); a resumed run
+    continues its steps instead of writing over them.
+    """
+    path = os.path.join(run_path, "metrics.jsonl")
+    try:
+        with open(path, "rb") as f:
+            return max(0, sum(1 for _ in f) - 1)
+    except OSError:
+        return 0
+
+
+class TensorBoardCallback(Callback):
+    """Write each report's numeric metrics with ``torch.utils.tensorboard.SummaryWriter``.
+
+    Args:
+        logdir: where the event files go; default ``<run folder>/tensorboard``. View with
+            ``tensorboard --logdir <that folder>``. The step is the report's index in the run.
+    """
+
+    def __init__(self, logdir: Optional[str] = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                f"TensorBoardCallback needs the tensorboard package, which can't be imported ({exc}). "
+                f"Install it: pip install tensorboard"
+            ) from None
+        self.logdir = os.fspath(logdir) if logdir is not None else None
+        self._writer = None
+        self._step = 0
+
+    def _open(self, run_path: str):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            logdir = self.logdir or os.path.join(run_path, "tensorboard")
+            self.logdir = logdir
+            self._writer = SummaryWriter(log_dir=logdir)
+            self._step = _first_step(run_path)
+        return self._writer
+
+    def after_report(self, *, metrics: Dict[str, Any], rank: int, run_path: str) -> None:
+        if rank != 0:
+            return
+        writer = self._open(run_path)
+        for name, value in scalar_metrics(metrics):
+            writer.add_scalar(name, value, global_step=self._step)
+        self._step += 1
+
+    def on_end(self, *, result, run_path: str) -> None:
+        if self._writer is not None:
+            self._writer.close()  # stops its writer thread; a later fit() opens a new one
+            self._writer = None
+
+
+class MLflowCallback(Callback):
+    """Log each report's numeric metrics to an MLflow run (one MLflow run per rafter run).
+
+    Args:
+        tracking_uri: MLflow tracking URI; None uses MLflow's own default (``MLFLOW_TRACKING_URI``).
+        experiment_name: created if missing; default ``"rafter"``.
+
+    The MLflow run is named after the rafter run, tagged with its folder (``rafter.run_path``) and
+    latest checkpoint, and ended FINISHED or FAILED with the run. ``run_id`` is set once it exists.
+    """
+
+    def __init__(self, tracking_uri: Optional[str] = None, experiment_name: Optional[str] = None) -> None:
+        try:
+            from mlflow.tracking import MlflowClient  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                f"MLflowCallback needs the mlflow package, which can't be imported ({exc}). "
+                f"Install it: pip install mlflow   (or the lighter pip install mlflow-skinny)"
+            ) from None
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name or "rafter"
+        self.run_id: Optional[str] = None
+        self._client = None
+        self._step = 0
+
+    def _start(self, run_path: str):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            experiment_id = (experiment.experiment_id if experiment is not None
+                             else client.create_experiment(self.experiment_name))
+            run = client.create_run(
+                experiment_id,
+                run_name=os.path.basename(run_path.rstrip("/")),
+                tags={"rafter.run_path": run_path},
+            )
+            self._client, self.run_id = client, run.info.run_id
+            self._step = _first_step(run_path)
+        return self._client
+
+    def on_attempt_start(self, *, attempt: int, num_workers: int, run_path: str) -> None:
+        client = self._start(run_path)
+        client.set_tag(self.run_id, "rafter.attempt", str(attempt))
+        client.log_param(self.run_id, f"num_workers_attempt_{attempt}", num_workers)
+
+    def after_report(self, *, metrics: Dict[str, Any], rank: int, run_path: str) -> None:
+        if rank != 0:
+            return
+        from mlflow.entities import Metric
+
+        client = self._start(run_path)
+        now = int(time.time() * 1000)
+        batch = [Metric(key=_mlflow_key(name), value=value, timestamp=now, step=self._step)
+                 for name, value in scalar_metrics(metrics)]
+        if batch:
+            client.log_batch(self.run_id, metrics=batch)
+        self._step += 1
+
+    def on_checkpoint(self, *, checkpoint, metrics: Dict[str, Any], run_path: str) -> None:
+        self._start(run_path).set_tag(self.run_id, "rafter.latest_checkpoint", checkpoint.path)
+
+    def on_failure(self, *, error, run_path: str) -> None:
+        first = str(error).split("\n", 1)[0]
+        self._start(run_path).set_tag(self.run_id, "rafter.last_failure", first[:5000])
+
+    def on_end(self, *, result, run_path: str) -> None:
+        if self._client is None:
+            return
+        self._client.set_terminated(self.run_id, status="FAILED" if result.error is not None else "FINISHED")
+        self._client = None
+
+
+def _mlflow_key(name: str) -> str:
+    """MLflow allows letters, digits, ``_ - . space / :``; anything else becomes ``_``."""
+    return "".join(c if c.isalnum() or c in "_-. /:" else "_" for c in name)
