@@ -93,6 +93,8 @@ class MLflowCallback(Callback):
 
     Args:
         tracking_uri: MLflow tracking URI; None uses MLflow's own default (``MLFLOW_TRACKING_URI``).
+            An explicit file store (``file:///path/mlruns``) sets ``MLFLOW_ALLOW_FILE_STORE=true``
+            (unless set), which MLflow 3 requires for that store.
         experiment_name: created if missing; default ``"rafter"``.
 
     The MLflow run is named after the rafter run, tagged with its folder (``rafter.run_path``) and
@@ -117,6 +119,9 @@ class MLflowCallback(Callback):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            if self.tracking_uri and (self.tracking_uri.startswith("file:") or "://" not in self.tracking_uri):
+                # An explicit file store: MLflow 3 refuses one unless this is set; asking for it is consent.
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             client = MlflowClient(tracking_uri=self.tracking_uri)
             experiment = client.get_experiment_by_name(self.experiment_name)
             experiment_id = (experiment.experiment_id if experiment is not None
