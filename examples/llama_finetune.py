@@ -126,7 +126,8 @@ def train_func(config: dict) -> None:
     # fp32 on CPU. Prints one line per rank with its device, then the decision.
     dtype, use_scaler = autocast_dtype()
     if cfg["precision"] != "auto":  # an explicit choice wins (e.g. bf16 on a CPU with AMX)
-        dtype, use_scaler = {"bf16": torch.bfloat16, "fp32": None}[cfg["precision"]], False
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[cfg["precision"]]
+        use_scaler = dtype is torch.float16  # fp16 gradients underflow without loss scaling
         if rank == 0:
             print(f"precision={cfg['precision']!r} given: using {dtype or 'fp32'}")
 
@@ -177,7 +178,8 @@ def train_func(config: dict) -> None:
             last = step == cfg["steps"]
             if step % cfg["report_every"] == 0 or last:
                 elapsed = time.perf_counter() - window_start
-                metrics = {"step": step, "epoch": epoch, "loss": loss.item(), "tokens_per_s": tokens / elapsed}
+                metrics = {"step": step, "epoch": epoch, "loss": loss.item(), "tokens_per_s": tokens / elapsed,
+                           "precision": str(dtype).replace("torch.", "") if dtype else "float32"}
                 ckpt = None
                 if step % cfg["checkpoint_every"] == 0 or last:
                     state = get_state_dict(model, optimizer)  # collective: every rank calls it
@@ -232,7 +234,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 instead of DDP")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
                         help="auto: what every rank supports (bf16 / fp16+GradScaler / fp32 on CPU)")
     parser.add_argument("--storage-path", default=None)
     parser.add_argument("--name", default=None, help="run name; the same name again resumes (default by mode)")
@@ -241,7 +243,8 @@ def main(argv=None) -> None:
     result = run({"steps": args.steps, "fsdp": args.fsdp, "precision": args.precision},
                  num_workers=args.workers, storage_path=args.storage_path, name=name)
     m = result.metrics
-    print(f"step {m['step']}: loss {m['loss']:.3f}, {m['tokens_per_s']:.0f} tokens/s; checkpoint {result.checkpoint.path}")
+    print(f"step {m['step']}: loss {m['loss']:.3f}, {m['tokens_per_s']:.0f} tokens/s ({m['precision']}); "
+          f"checkpoint {result.checkpoint.path}")
     print(f"sample: {sample(result)!r}")
 
 

@@ -43,11 +43,15 @@ def test_llama_ddp_then_resume_with_fsdp_in_bf16(example, tmp_path):
     assert [m["step"] for m in fsdp.metrics_history] == [10, 20, 30]  # resumed at 20, not from 0
     assert math.isfinite(fsdp.metrics["loss"]) and fsdp.metrics["loss"] < first["loss"] + 0.5
     assert fsdp.checkpoint.get_metadata() == {"step": 30}
+    assert ddp.metrics["precision"] == "float32" and fsdp.metrics["precision"] == "bfloat16"
     text = llama.sample(fsdp, prompt="The ", max_new_tokens=5)  # the FSDP checkpoint in a plain model
     assert text.startswith("The ")
 
 
-def test_llama_fsdp_runs_as_a_script(run_script, tmp_path):
-    out = run_script("llama_finetune", "--fsdp", "--steps", "6", "--storage-path", str(tmp_path / "r"))
-    assert "rank 1: " in out and "mixed precision: off (fp32)" in out  # per-rank devices, the choice
-    assert "step 6: loss" in out and "sample: " in out
+def test_llama_fsdp_fp16_with_grad_scaler_runs_as_a_script(run_script, tmp_path):
+    # fp16 + GradScaler on FSDP2 is what a run mixing e.g. A100s and V100s gets; here forced on CPU.
+    out = run_script("llama_finetune", "--fsdp", "--precision", "fp16", "--steps", "6",
+                     "--storage-path", str(tmp_path / "r"))
+    assert "rank 1: " in out and "mixed precision: off (fp32)" in out  # per-rank devices, the auto choice
+    assert "precision='fp16' given" in out
+    assert "step 6: loss" in out and "(float16)" in out and "sample: " in out

@@ -149,3 +149,23 @@ def test_fsdp_options_pass_through_and_unknown_ones_are_named(run_config):
     assert "reshard_after_forward" in value["unknown"]
     assert value["out_dtype"] == "torch.bfloat16"  # mp_policy given as a dict took effect
     assert value["grad_dtype"] == "torch.float32"  # gradients land in the fp32 sharded params
+
+
+def fsdp_one_worker():
+    from torch.distributed.fsdp import FSDPModule
+
+    from rafter.train.torch import get_state_dict, prepare_model
+
+    model = prepare_model(Net(), parallel_strategy="fsdp",
+                          parallel_strategy_kwargs={"mp_policy": {"param_dtype": torch.bfloat16}})
+    out = model(torch.randn(2, 3))
+    out.float().sum().backward()
+    return {"fsdp": isinstance(model, FSDPModule), "out": str(out.dtype),
+            "keys": sorted(get_state_dict(model)["model"])}
+
+
+def test_fsdp_with_one_worker_still_applies_mp_policy(run_config):
+    value = TorchTrainer(fsdp_one_worker, scaling_config=ScalingConfig(num_workers=1),
+                         run_config=run_config(name="one")).fit().return_value
+    assert value["fsdp"] is True and value["out"] == "torch.bfloat16"
+    assert value["keys"] == sorted(Net().state_dict())

@@ -36,7 +36,10 @@ def prepare_model(
 ) -> torch.nn.Module:
     """Move ``model`` to this worker's device and wrap it for data parallelism when world size > 1.
 
-    ``parallel_strategy``: "ddp" (DistributedDataParallel), "fsdp" (FSDP2 ``fully_shard``) or None.
+    ``parallel_strategy``: "ddp" (DistributedDataParallel, only with 2+ workers), "fsdp" (FSDP2
+    ``fully_shard``, see ``rafter.train.torch._fsdp``; also with one worker) or None.
+    ``parallel_strategy_kwargs`` go to DistributedDataParallel or ``fully_shard`` respectively. Save and load
+    the model with ``rafter.train.torch.get_state_dict`` / ``load_state_dict`` (one full state dict).
     """
     if parallel_strategy not in ("ddp", "fsdp", None):
         raise ValueError(f"prepare_model(parallel_strategy={parallel_strategy!r}): expected 'ddp', 'fsdp' or None.")
@@ -48,12 +51,16 @@ def prepare_model(
             torch.cuda.set_device(target)
         model = model.to(target)
     kwargs = dict(parallel_strategy_kwargs or {})
-    if _world_size() <= 1 or parallel_strategy is None:
+    if parallel_strategy is None:
         return model
     if parallel_strategy == "fsdp":
+        # Sharded even with one worker: mp_policy then still applies, and the model (an FSDPModule with
+        # DTensor parameters) is the same kind of object whatever the number of workers.
         from rafter.train.torch._fsdp import shard_model
 
         return shard_model(model, device, kwargs)
+    if _world_size() <= 1:
+        return model
     from torch.nn.parallel import DistributedDataParallel
 
     if device.type == "cuda":

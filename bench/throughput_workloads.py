@@ -1,0 +1,106 @@
+"""The training steps that bench/throughput.py times, shared by the rafter side and the torchrun baseline
+(bench/baselines/torchrun_throughput.py) so that both run exactly the same code.
+
+Workloads: ``mlp`` (a 4-layer MLP, many short steps: framework overhead shows) and ``llama`` (the model of
+examples/llama_finetune.py on fixed random tokens: a real transformer step).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
+
+WORKLOADS = {
+    # name: default timed steps, warm-up steps
+    "mlp": {"steps": 1500, "warmup": 50},
+    "llama": {"steps": 120, "warmup": 10},
+}
+
+
+def build(workload: str, seed: int = 0):
+    """(model, loss_fn(model, batch), batches): the same on every rank, on CPU."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    if workload == "mlp":
+        model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                              nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+        batches = [(torch.randn(64, 256, generator=g), torch.randint(0, 10, (64,), generator=g)) for _ in range(8)]
+
+        def loss_fn(m, batch):
+            x, y = batch
+            return nn.functional.cross_entropy(m(x), y)
+
+        return model, loss_fn, batches
+    if workload == "llama":
+        if EXAMPLES not in sys.path:
+            sys.path.insert(0, EXAMPLES)
+        from llama_finetune import ByteTokenizer, build_model
+
+        seq_len = 128
+        model = build_model(ByteTokenizer.vocab_size, hidden=64, layers=2, heads=4, seq_len=seq_len)
+        batches = [torch.randint(0, 256, (8, seq_len), generator=g) for _ in range(4)]
+
+        def loss_fn(m, batch):
+            return m(input_ids=batch, labels=batch).loss
+
+        return model, loss_fn, batches
+    raise ValueError(f"unknown workload {workload!r}; expected one of {sorted(WORKLOADS)}")
+
+
+def timed_steps(model, loss_fn, batches, steps: int, warmup: int,
+                report: Optional[Callable[[dict], None]] = None) -> float:
+    """Run ``warmup + steps`` SGD steps; return the seconds the last ``steps`` took on this rank.
+
+    ``report``, when given, is called after every step with a small metrics dict (rafter: train.report).
+    """
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    start = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            if dist.is_initialized():
+                dist.barrier()  # every rank starts the clock together
+            start = time.perf_counter()
+        loss = loss_fn(model, batches[i % len(batches)])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = loss.item()  # both sides read the loss every step, as a real loop that logs it does
+        if report is not None:
+            report({"step": i, "loss": value})
+    return time.perf_counter() - start
+
+
+def memory() -> dict:
+    """This process's USS and RSS in bytes (USS: pages no other process shares)."""
+    import psutil
+
+    info = psutil.Process().memory_full_info()
+    return {"uss": info.uss, "rss": info.rss}
+
+
+def summarize(elapsed: float, steps: int) -> dict:
+    """Collective: steps/s from the slowest rank, memory as the max over ranks. Same dict on every rank."""
+    mem = memory()
+    if dist.is_initialized():
+        t = torch.tensor([elapsed])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        elapsed = t.item()
+        everyone = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, mem)
+    else:
+        everyone = [mem]
+    return {
+        "steps_per_s": steps / elapsed,
+        "elapsed_s": elapsed,
+        "uss": max(m["uss"] for m in everyone),
+        "rss": max(m["rss"] for m in everyone),
+    }
