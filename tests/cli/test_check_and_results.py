@@ -67,3 +67,12 @@ def test_results_of_a_finished_and_of_a_failed_run(tmp_path):
 
     proc = rafter("results", tmp_path / "nothing_here")
     assert proc.returncode == 2 and "is not a rafter run folder" in proc.stderr
+
+
+def test_check_on_ray_without_a_reachable_cluster_is_a_problem(tmp_path, write):
+    job = write("job.yaml", f"train: {FUNCS}:steps\ncluster: ray\naddress: 127.0.0.1:1\n"
+                            f"run: {{storage_path: {tmp_path}}}\n")
+    proc = rafter("check", job, env={"RAY_ADDRESS": ""})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert ("✗ Ray" in proc.stdout and ("pip install 'rafter[ray]'" in proc.stdout
+                                        or "can't connect to the Ray cluster at 127.0.0.1:1" in proc.stdout))

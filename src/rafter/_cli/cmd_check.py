@@ -130,13 +130,15 @@ def _check_ray(job, report: Report) -> None:
     except ImportError:
         report.add(FAIL, "Ray", "cluster: ray, but ray is not installed here. Fix: pip install 'rafter[ray]'")
         return
-    address = job.values.get("address") or os.environ.get("RAY_ADDRESS") or "auto"
+    address = job.values.get("address") or os.environ.get("RAY_ADDRESS") or "auto"  # never start a cluster
     try:
+        _reachable(address)
         ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
         have = ray.cluster_resources()
     except Exception as exc:  # noqa: BLE001
         report.add(FAIL, "Ray", f"can't connect to the Ray cluster at {address}: {type(exc).__name__}: {exc}\n"
-                                f"Fix: start one (ray start --head) or set address: / RAY_ADDRESS")
+                                f"Fix: start one (ray start --head), or set address: (or RAY_ADDRESS) to its "
+                                f"GCS address, host:6379")
         return
     finally_shutdown = ray.is_initialized()
     try:
@@ -149,6 +151,17 @@ def _check_ray(job, report: Report) -> None:
     finally:
         if finally_shutdown:
             ray.shutdown()
+
+
+def _reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds, not minutes, when a host:port address has nothing listening (ray.init retries long)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    with socket.create_connection((host, int(port)), timeout=timeout_s):
+        pass
 
 
 def _check_storage(job, report: Report) -> None:

@@ -17,10 +17,10 @@ from rafter._cli.jobfile import Job, load_job
 
 
 def cluster_kind(job: Job) -> str:
-    """``local`` or ``ray``, as ``RunConfig(cluster=...)`` will resolve it (``auto``: Ray when RAY_ADDRESS is set)."""
+    """``local`` or ``ray``, as ``fit()`` will resolve ``cluster`` (``auto``: Ray when RAY_ADDRESS is set)."""
     cluster = job.values["cluster"]
     if cluster == "auto":
-        return "ray" if os.environ.get("RAY_ADDRESS") or job.values.get("address") else "local"
+        return "ray" if os.environ.get("RAY_ADDRESS") else "local"
     return cluster
 
 
@@ -115,6 +115,9 @@ def _fit(job: Job, args) -> int:
         err = ConfigError(str(exc), source=job.origin(path), path=path, fix=fix)
         print(f"rafter: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except (ValueError, ConnectionError) as exc:  # raised by fit() before any worker starts (cluster checks)
+        print(f"rafter: the run could not start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(exc, ValueError) else EXIT_FAILED
     except KeyboardInterrupt:
         print(f"\nrafter: interrupted; every worker was stopped. What was saved is in {run_path}", file=sys.stderr)
         return 130
