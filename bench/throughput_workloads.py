@@ -80,11 +80,12 @@ def timed_steps(model, loss_fn, batches, steps: int, warmup: int,
 
 
 def memory() -> dict:
-    """This process's USS and RSS in bytes (USS: pages no other process shares)."""
+    """This process's USS, PSS and RSS in bytes. USS: pages no other process shares (what the worker adds);
+    PSS: shared pages split between their sharers; RSS: every page mapped, shared or not."""
     import psutil
 
     info = psutil.Process().memory_full_info()
-    return {"uss": info.uss, "rss": info.rss}
+    return {"uss": info.uss, "pss": getattr(info, "pss", 0), "rss": info.rss}
 
 
 def summarize(elapsed: float, steps: int) -> dict:
@@ -101,6 +102,5 @@ def summarize(elapsed: float, steps: int) -> dict:
     return {
         "steps_per_s": steps / elapsed,
         "elapsed_s": elapsed,
-        "uss": max(m["uss"] for m in everyone),
-        "rss": max(m["rss"] for m in everyone),
+        **{key: max(m[key] for m in everyone) for key in ("uss", "pss", "rss")},
     }
