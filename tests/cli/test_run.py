@@ -78,6 +78,7 @@ def test_plain_progress_when_not_a_terminal(tmp_path, write):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "\x1b[" not in out  # no terminal control codes in logs
+    assert "[rank 0] stdout of rank 0" in out and "[rank 1] stdout of rank 1" in out
     assert f"[rafter] attempt 1: starting 2 workers; run folder {tmp_path / 'plain'}" in out
     for i in range(1, 11):
         assert f"[rafter] report {i} (attempt 1" in out
@@ -150,3 +151,15 @@ def test_package_module_form(tmp_path, write):
     proc = rafter("run", "job.yaml", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["return_value"] == "pkg"
+
+
+def test_progress_through_a_restart(tmp_path, write):
+    job = write("job.yaml", job_text("fails_once", f"failure: {{max_failures: 1}}\n"
+                                                   f"run: {{storage_path: {tmp_path}, name: restart}}\n"))
+    proc = rafter("run", job)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "[rafter] attempt 1: starting 2 workers" in out
+    assert "[rafter] attempt 1 failed after 1 report: " in out and "first attempt fails" in out
+    assert "[rafter] attempt 2: starting 2 workers" in out
+    assert "✓ finished in" in out and "2 reports, 2 attempts" in out

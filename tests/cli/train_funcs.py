@@ -9,6 +9,7 @@ from rafter import train
 def steps(config):
     """Reports ``config["steps"]`` times (default 10) and returns a JSON-able value."""
     ctx = train.get_context()
+    print(f"stdout of rank {ctx.get_world_rank()}")  # never on the stdout of `rafter run --json`
     for i in range(config.get("steps", 10)):
         train.report({"step": i, "loss": 1.0 / (i + 1), "world": ctx.get_world_size()})
     return {"rank": ctx.get_world_rank(), "steps": config.get("steps", 10)}
@@ -36,3 +37,11 @@ def with_checkpoints(config):
 def returns_object(config):
     train.report({"x": 1})
     return object()
+
+
+def fails_once(config):
+    ctx = train.get_context()
+    train.report({"attempt": ctx.get_attempt()})
+    if ctx.get_attempt() == 1 and ctx.get_world_rank() == 1:
+        raise RuntimeError("first attempt fails")
+    return ctx.get_attempt()

@@ -52,14 +52,15 @@ def check_local_resources(job: Job) -> Optional[int]:
         rafter_logger.disabled = was_disabled
 
 
-def _output_streams(args):
-    """(where people-facing lines go, what stdout becomes during the run)."""
+def _output_streams(args, stack: contextlib.ExitStack):
+    """Where people-facing lines go (None: nowhere); stdout is redirected for the run as the mode needs."""
     if args.json:
-        return sys.stderr, contextlib.redirect_stdout(sys.stderr)  # stdout carries only the JSON
+        stack.enter_context(contextlib.redirect_stdout(sys.stderr))  # stdout carries only the JSON
+        return sys.stderr
     if args.quiet:
-        devnull = open(os.devnull, "w")
-        return None, contextlib.redirect_stdout(devnull)
-    return sys.stdout, contextlib.nullcontext()
+        stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+        return None
+    return sys.stdout
 
 
 def run_command(args) -> int:
@@ -90,18 +91,24 @@ def _fit(job: Job, args) -> int:
     from rafter._util.pickling import SerializationError
     from rafter.train import Result, TrainingFailedError
 
-    human, stdout_redirect = _output_streams(args)
-    callbacks = []
+    stack = contextlib.ExitStack()
+    real_stdout = sys.stdout
+    human = _output_streams(args, stack)
+    progress = None
     if human is not None:
         live = human.isatty() and not args.no_live
-        callbacks.append(ProgressCallback(human, live=live, every_s=args.progress_every))
-    run_config = job.run_config(callbacks)
+        progress = ProgressCallback(human, live=live, every_s=args.progress_every)
+    run_config = job.run_config([progress] if progress else [])
     run_path = Storage(run_config.storage_path).join(run_config.name)
     start = time.time()
     error: Optional[BaseException] = None
     try:
-        with stdout_redirect:
-            result = job.trainer(run_config=run_config).fit()
+        with stack:
+            try:
+                result = job.trainer(run_config=run_config).fit()
+            finally:
+                if progress is not None:
+                    progress.close()  # Ctrl-C or an error must not leave a live display (and a hidden cursor)
     except TrainingFailedError as exc:
         error = exc
         try:
@@ -126,7 +133,7 @@ def _fit(job: Job, args) -> int:
     if error is not None:
         print(f"rafter: the run failed.\n{error}", file=sys.stderr)
     if args.json:
-        print_json(result_json(result, status=status, error=error, elapsed_s=elapsed), sys.stdout)
+        print_json(result_json(result, status=status, error=error, elapsed_s=elapsed), real_stdout)
     if human is not None:
         human.write(describe(result, status=status, error=error, elapsed_s=elapsed) + "\n")
         human.write(f"  see again:    rafter results {result.path}\n")

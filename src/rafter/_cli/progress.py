@@ -122,6 +122,10 @@ class ProgressCallback(Callback):
     def on_end(self, *, result, run_path: str) -> None:
         self._stop_live()
 
+    def close(self) -> None:
+        """Stop the live display, whatever happened (the CLI calls it after ``fit()``)."""
+        self._stop_live()
+
     # -- output --------------------------------------------------------------------------------
     def _line(self, text: str) -> None:
         self.stream.write(f"[rafter] {text}\n")
