@@ -145,7 +145,8 @@ def test_driver_sigkilled_then_fit_again_resumes_from_last_committed_checkpoint(
     family = psutil.Process(proc.pid).children(recursive=True)
     proc.kill()
     proc.wait()
-    assert not psutil.wait_procs(family, timeout=5)[1]
+    gone, alive = psutil.wait_procs(family, timeout=5)
+    assert family and not alive
     state = json.loads((tmp_path / "results" / "resumable" / "rafter_run.json").read_text())
     last = state["checkpoints"][-1]["name"]
     last_step = torch.load(tmp_path / "results" / "resumable" / last / "s.pt", weights_only=True)

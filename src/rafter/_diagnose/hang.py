@@ -53,6 +53,20 @@ def _read_dump(path: str, deadline: float) -> str:
         return ""
 
 
+def _trim(dump: str) -> str:
+    """Drop the frames below the worker's entry point (inherited from the process it was forked from)."""
+    out, skipping = [], False
+    for line in dump.splitlines():
+        if not line.startswith(" "):
+            skipping = False
+        if skipping:
+            continue
+        out.append(line)
+        if "in run_worker" in line and "rafter/_worker/bootstrap.py" in line:
+            skipping = True
+    return "\n".join(out)
+
+
 class HangMonitor:
     def __init__(self, group, attempt, controller) -> None:
         self.group = group
@@ -98,7 +112,7 @@ class HangMonitor:
         dumps = {r: _read_dump(specs[r].stack_file, deadline) for r in alive}
         locations = {r: locate(text) for r, text in dumps.items()}
         culprits, summary = single_out(locations)
-        stacks = "\n".join(f"--- rank {r} ---\n{dumps[r].rstrip()}" for r in sorted(dumps))
+        stacks = "\n".join(f"--- rank {r} ---\n{_trim(dumps[r]).rstrip()}" for r in sorted(dumps))
         targets = culprits or sorted(dumps)[:1]
         for r in targets:
             idle = now - self.last[r]

@@ -98,6 +98,10 @@ def classify(o: RankOutcome) -> Failure:
     if o.evidence.get("hang"):
         hang = o.evidence["hang"]
         return Failure(o.rank, "hang", hang.get("time", t), hang["headline"], hang.get("details", ""), hang["fix"], False, o)
+    if o.evidence.get("lost_node"):  # the Ray backend: the rank's node left the cluster
+        lost = o.evidence["lost_node"]
+        return Failure(o.rank, "lost_node", lost.get("time", t), lost["headline"], lost.get("details", ""),
+                       lost["fix"], False, o)
     if o.error is not None:
         rec = o.error
         t = rec.get("time", t)
@@ -140,12 +144,28 @@ def classify(o: RankOutcome) -> Failure:
                    "Look at the rank's last log lines; a library may have called exit() or os._exit().", False, o)
 
 
+_SOURCE_REF = re.compile(r"\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\] ?")
+_NOISE = re.compile(r"\d+\.\d+\.\d+\.\d+(:\d+)?|\[[^\]]*\]:\d+|0x[0-9a-f]+")
+
+
+def _short(headline: str) -> str:
+    """A consequence in one short line: no C++ source references, addresses or ports; first sentence."""
+    text = _NOISE.sub("…", _SOURCE_REF.sub("", headline))
+    cut = text.find(". ")
+    return (text[: cut + 1] if 0 < cut < 150 else text[:150]).strip()
+
+
 def _group_consequences(failures: List[Failure]) -> List[Tuple[List[int], str]]:
     groups: Dict[str, List[int]] = {}
     for f in failures:
-        key = re.sub(r"\d+\.\d+\.\d+\.\d+(:\d+)?|\[[^\]]*\]:\d+|0x[0-9a-f]+", "…", f.headline)[:160]
-        groups.setdefault(key, []).append(f.rank)
+        groups.setdefault(_short(f.headline), []).append(f.rank)
     return [(sorted(ranks), headline) for headline, ranks in groups.items()]
+
+
+def _own_lines(tail: List[str], details: str) -> List[str]:
+    """The rank's last log lines that are not the traceback already shown."""
+    shown = {line.strip() for line in details.splitlines() if line.strip()}
+    return [line for line in tail if line.strip() and line.strip() not in shown]
 
 
 def _ranks(ranks: List[int]) -> str:
@@ -175,8 +195,9 @@ def build_verdict(
     ]
     if root.details:
         lines += ["", "Evidence:", *("  " + line for line in root.details.rstrip().splitlines())]
-    if o.log_tail and root.kind in ("exception", "exit", "serialization", "oom", "signal"):
-        lines += ["", f"Last log lines of rank {root.rank}:", *("  | " + line for line in o.log_tail[-8:])]
+    own = _own_lines(o.log_tail, root.details) if root.kind != "crash" else []
+    if own and root.kind in ("exception", "exit", "serialization", "oom", "signal", "startup"):
+        lines += ["", f"Last log lines of rank {root.rank}:", *("  | " + line for line in own[-8:])]
     if root.fix:
         lines += ["", f"Likely fix: {root.fix}"]
     lines += ["", f"Full logs: {log_dir}/rank_<N>.log"]

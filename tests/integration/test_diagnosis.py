@@ -1,0 +1,250 @@
+"""Every failure rafter claims to diagnose, produced for real; assertions on the verdict's text."""
+
+import ctypes
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+import torch
+import torch.distributed as dist
+
+import rafter.train as train
+from rafter.train import RunConfig, ScalingConfig, TrainingFailedError
+from rafter.train.torch import TorchTrainer
+
+
+def run(fn, n, tmp_path, config=None, resources=None, **run_kwargs):
+    t = TorchTrainer(fn, train_loop_config=config,
+                     scaling_config=ScalingConfig(num_workers=n, resources_per_worker=resources),
+                     run_config=RunConfig(name="diag", storage_path=str(tmp_path), **run_kwargs))
+    with pytest.raises(TrainingFailedError) as info:
+        t.fit()
+    return info.value
+
+
+def _step_then(fault_rank, fault):
+    rank = train.get_context().get_world_rank()
+    t = torch.ones(1)
+    for step in range(3):
+        dist.all_reduce(t)
+        train.report({"step": step})
+    if rank == fault_rank:
+        fault()
+    dist.all_reduce(t)  # the others block here until the fault reaches them
+    dist.all_reduce(t)
+
+
+def raise_on_rank_2():
+    def fault():
+        raise KeyError("missing column 'label'")
+    _step_then(2, fault)
+
+
+def test_exception_on_rank_2_of_4_is_the_root_cause(tmp_path):
+    err = run(raise_on_rank_2, 4, tmp_path)
+    first = err.first_line
+    assert first.startswith("Rank 2 (pid ") and "raised KeyError: \"missing column 'label'\"" in first
+    assert "at report 3" in first and "s into the run" in first
+    assert err.kind == "exception" and err.rank == 2
+    consequences = str(err).split("Consequences", 1)[1]
+    assert "ranks 0, 1, 3" in consequences or all(f"rank {r}" in consequences or f", {r}" in consequences
+                                                   for r in (0, 1, 3))
+    assert "Likely fix:" in str(err) and "Full logs:" in str(err)
+    assert [f["rank"] for f in err.failures][0] == 2 and sorted(f["rank"] for f in err.failures) == [0, 1, 2, 3]
+    clone = pickle.loads(pickle.dumps(err))
+    assert str(clone) == str(err) and clone.rank == 2 and clone.kind == "exception"
+
+
+def sigkill_rank_1():
+    _step_then(1, lambda: os.kill(os.getpid(), signal.SIGKILL))
+
+
+def test_sigkill_is_named_not_a_connection_error(tmp_path):
+    err = run(sigkill_rank_1, 2, tmp_path)
+    assert err.first_line.startswith("Rank 1 (pid ") and "was killed by SIGKILL" in err.first_line
+    assert "Connection" not in err.first_line and "rafter did not send it" in str(err)
+    assert err.kind == "signal" and err.evidence["signal"] == signal.SIGKILL
+
+
+def segfault_rank_0():
+    _step_then(0, lambda: ctypes.string_at(0))
+
+
+def test_segfault_is_a_native_crash_with_its_python_stack(tmp_path):
+    err = run(segfault_rank_0, 2, tmp_path)
+    assert err.first_line.startswith("Rank 0 (pid ") and "crashed with SIGSEGV in native code" in err.first_line
+    text = str(err)
+    assert "Fatal Python error: Segmentation fault" in text
+    assert "segfault_rank_0" in text and "string_at" in text  # the Python stack at the crash
+    assert err.kind == "crash"
+
+
+def exits_with_code():
+    _step_then(1, lambda: sys.exit(3))
+
+
+def os_exits():
+    _step_then(1, lambda: os._exit(4))
+
+
+def test_sys_exit_and_os_exit_are_named_with_their_codes(tmp_path):
+    err = run(exits_with_code, 2, tmp_path / "a")
+    assert "Rank 1" in err.first_line and "called sys.exit(3)" in err.first_line and err.kind == "exit"
+    err = run(os_exits, 2, tmp_path / "b")
+    assert "Rank 1" in err.first_line and "exited with code 4" in err.first_line and err.kind == "exit"
+
+
+def allocate_past_limit():
+    def fault():
+        hoard = []
+        for _ in range(40):  # up to 4 GiB, 100 MiB at a time; rafter stops it long before
+            hoard.append(torch.ones(25 * 2**20))
+        raise AssertionError("rafter did not stop a worker over its memory limit")
+    _step_then(1, fault)
+
+
+def test_memory_over_the_per_worker_limit_is_out_of_memory(tmp_path):
+    limit = 1_500 * 2**20
+    err = run(allocate_past_limit, 2, tmp_path, resources={"memory": limit})
+    assert err.first_line.startswith("Rank 1 (pid ") and "ran out of memory" in err.first_line
+    assert "over its limit of 1.46 GiB" in err.first_line
+    assert err.kind == "oom" and err.evidence["oom"]["limit"] == limit
+    assert err.evidence["oom"]["peak_rss"] > limit
+
+
+def test_machine_memory_threshold_stops_the_largest_worker(tmp_path):
+    vm = psutil.virtual_memory()
+    used = 1 - vm.available / vm.total
+    threshold = min(0.99, used + 1.2 * 2**30 / vm.total)  # about 1.2 GiB above what is in use now
+    err = run(allocate_past_limit, 2, tmp_path, memory_threshold=threshold)
+    assert err.rank == 1 and err.kind == "oom"
+    assert "the machine reached" in err.first_line and "largest worker" in err.first_line
+
+
+def _own_memory_cgroup():
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.strip().split(":", 2)
+                if controllers == "memory":
+                    base = f"/sys/fs/cgroup/memory{path}"
+                    probe = os.path.join(base, f"rafter-probe-{os.getpid()}")
+                    os.mkdir(probe)
+                    os.rmdir(probe)
+                    return base
+    except OSError:
+        return None
+    return None
+
+
+def oom_in_cgroup(config):
+    def fault():
+        with open(os.path.join(config["cgroup"], "tasks"), "w") as f:
+            f.write(str(os.getpid()))
+        hoard = []
+        for _ in range(40):
+            hoard.append(torch.ones(25 * 2**20))
+        raise AssertionError("the kernel did not OOM-kill a worker over its cgroup limit")
+    _step_then(1, fault)
+
+
+@pytest.mark.skipif(_own_memory_cgroup() is None, reason="needs a writable cgroup-v1 memory controller")
+def test_kernel_oom_kill_is_called_that(tmp_path):
+    base = _own_memory_cgroup()
+    cg = os.path.join(base, f"rafter-test-{os.getpid()}")
+    os.mkdir(cg)
+    try:
+        for knob, value in (("memory.limit_in_bytes", 600 * 2**20), ("memory.memsw.limit_in_bytes", 600 * 2**20)):
+            try:
+                with open(os.path.join(cg, knob), "w") as f:
+                    f.write(str(value))
+            except OSError:
+                pass
+        err = run(oom_in_cgroup, 2, tmp_path, config={"cgroup": cg})
+    finally:
+        try:
+            os.rmdir(cg)
+        except OSError:
+            pass
+    assert err.first_line.startswith("Rank 1 (pid ") and "killed by the kernel OOM killer" in err.first_line
+    assert err.kind == "oom" and err.evidence["oom"]["source"] == "kernel"
+
+
+def rank_3_sleeps():
+    rank = train.get_context().get_world_rank()
+    t = torch.ones(1)
+    for step in range(2):
+        dist.all_reduce(t)
+        train.report({"step": step})
+    if rank == 3:
+        threading.Event().wait()  # never joins the next all_reduce
+    dist.all_reduce(t)
+
+
+def test_hang_dumps_every_stack_and_singles_out_the_rank_that_is_elsewhere(tmp_path):
+    err = run(rank_3_sleeps, 4, tmp_path, hang_timeout_s=3)
+    first = err.first_line
+    assert first.startswith("Rank 3 (pid ") and "hung: no progress for" in first
+    assert "rank_3_sleeps" in first and "threading.Event().wait()" in first
+    assert "ranks 0, 1, 2 wait in all_reduce" in first
+    text = str(err)
+    for r in range(4):
+        assert f"--- rank {r} ---" in text
+    assert err.kind == "hang" and err.rank == 3
+    assert set(err.evidence["hang"]["locations"]) == {0, 1, 2, 3}
+
+
+def test_unpicklable_config_names_each_path(tmp_path):
+    class Loader:
+        def __init__(self):
+            self.file = open(__file__, "rb")
+
+    class Data:
+        def __init__(self):
+            self.loader = Loader()
+
+    config = {"lock": threading.Lock(), "data": Data(), "gen": (i for i in range(3)), "lr": 0.1}
+    t = TorchTrainer(lambda c: None, train_loop_config=config, scaling_config=ScalingConfig(num_workers=2),
+                     run_config=RunConfig(name="ser", storage_path=str(tmp_path)))
+    before = psutil.Process().children(recursive=True)
+    with pytest.raises(TypeError) as info:
+        t.fit()
+    message = str(info.value)
+    assert "train_loop_config['lock']: _thread.lock" in message
+    assert "train_loop_config['data'].loader.file: _io.BufferedReader" in message
+    assert "train_loop_config['gen']: generator" in message
+    assert "lr" not in message.split("Fix:")[0]
+    assert "create these objects inside the train function" in message
+    config["data"].loader.file.close()
+    assert psutil.Process().children(recursive=True) == before  # failed before any process started
+
+
+def reports_a_big_tensor():
+    train.report({"loss": 1.0, "weights": torch.ones(3, 3)})
+
+
+def test_metric_that_is_a_big_tensor_names_the_key(tmp_path):
+    err = run(reports_a_big_tensor, 1, tmp_path)
+    assert "metric 'weights' is a tensor of shape (3, 3)" in err.first_line
+
+
+def dies_and_records(config):
+    if train.get_context().get_world_rank() == 1:
+        with open(config["stamp"], "w") as f:
+            f.write(repr(time.time()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    t = torch.ones(1)
+    dist.all_reduce(t)
+
+
+def test_detection_latency_from_death_to_fit_raising(tmp_path):
+    stamp = tmp_path / "death"
+    err = run(dies_and_records, 2, tmp_path, config={"stamp": str(stamp)})
+    latency = time.time() - float(stamp.read_text())
+    assert "killed by SIGKILL" in err.first_line
+    assert latency < 3.0, f"{latency:.2f} s from the worker's death to fit() raising (bench/diagnose.py has the figure)"
