@@ -52,8 +52,7 @@ def test_exception_on_rank_2_of_4_is_the_root_cause(tmp_path):
     assert "at report 3" in first and "s into the run" in first
     assert err.kind == "exception" and err.rank == 2
     consequences = str(err).split("Consequences", 1)[1]
-    assert "ranks 0, 1, 3" in consequences or all(f"rank {r}" in consequences or f", {r}" in consequences
-                                                   for r in (0, 1, 3))
+    assert "ranks 0, 1, 3: lost the connection to a failed peer" in consequences
     assert "Likely fix:" in str(err) and "Full logs:" in str(err)
     assert [f["rank"] for f in err.failures][0] == 2 and sorted(f["rank"] for f in err.failures) == [0, 1, 2, 3]
     clone = pickle.loads(pickle.dumps(err))
@@ -187,7 +186,7 @@ def rank_3_sleeps():
 
 
 def test_hang_dumps_every_stack_and_singles_out_the_rank_that_is_elsewhere(tmp_path):
-    err = run(rank_3_sleeps, 4, tmp_path, hang_timeout_s=3)
+    err = run(rank_3_sleeps, 4, tmp_path, hang_timeout_s=5)
     first = err.first_line
     assert first.startswith("Rank 3 (pid ") and "hung: no progress for" in first
     assert "rank_3_sleeps" in first and "threading.Event().wait()" in first

@@ -148,8 +148,14 @@ _SOURCE_REF = re.compile(r"\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\] ?")
 _NOISE = re.compile(r"\d+\.\d+\.\d+\.\d+(:\d+)?|\[[^\]]*\]:\d+|0x[0-9a-f]+")
 
 
+_PEER_LOST = re.compile(r"Connection (closed|reset) by peer|Broken pipe|ECONNRESET|EPIPE", re.IGNORECASE)
+
+
 def _short(headline: str) -> str:
-    """A consequence in one short line: no C++ source references, addresses or ports; first sentence."""
+    """A consequence in one short line: no C++ source references, addresses or ports; first sentence.
+    The many ways a collective reports a vanished peer read as one."""
+    if _PEER_LOST.search(headline):
+        return "lost the connection to a failed peer inside a collective (connection closed/reset by peer)"
     text = _NOISE.sub("…", _SOURCE_REF.sub("", headline))
     cut = text.find(". ")
     return (text[: cut + 1] if 0 < cut < 150 else text[:150]).strip()

@@ -1,0 +1,35 @@
+import threading
+
+import pytest
+
+from rafter._util.pickling import SerializationError, dumps_payload, dumps_return_value, find_unpicklable
+
+
+def test_paths_through_dicts_lists_objects_and_closures():
+    lock = threading.Lock()
+
+    class Holder:
+        def __init__(self):
+            self.items = [1, lock]
+
+    def fn(config):
+        return lock
+
+    assert find_unpicklable({"h": Holder()}, "cfg") == [
+        ("cfg['h'].items[1]", "_thread.lock", "TypeError: cannot pickle '_thread.lock' object")]
+    with pytest.raises(SerializationError) as info:
+        dumps_payload(fn, {"ok": 1})
+    assert "train_loop_per_worker.<closure lock>: _thread.lock" in str(info.value)
+
+
+def test_return_value_errors_name_the_path():
+    with pytest.raises(SerializationError, match=r"return_value\['gen'\]: generator"):
+        dumps_return_value({"gen": (i for i in range(2))})
+
+
+def test_serialization_error_pickles():
+    import pickle
+
+    err = SerializationError("x", [("p", "t", "e")], "fix")
+    clone = pickle.loads(pickle.dumps(err))
+    assert str(clone) == str(err) and clone.problems == [("p", "t", "e")]
