@@ -9,7 +9,6 @@ Nothing is imported or run until ``main()`` is called.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import List, Optional
 
 JOB_HELP = "a YAML job file (see examples/quickstart.yaml)"

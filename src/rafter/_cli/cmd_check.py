@@ -219,7 +219,7 @@ def _check_torch(job, report: Report) -> None:
     available = {"gloo": dist.is_gloo_available(), "nccl": dist.is_nccl_available()}
     text = ", ".join(parts) + f"; process-group backend {backend}"
     if not dist.is_available() or not available.get(backend, False):
-        report.add(FAIL, "torch", text + f" is not available in this torch build.\nFix: "
+        report.add(FAIL, "torch", text + " is not available in this torch build.\nFix: "
                    + ("torch.backend: gloo, or scaling.use_gpu: false" if backend == "nccl"
                       else "install a torch build with distributed support"))
     else:

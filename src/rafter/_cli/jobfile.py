@@ -7,18 +7,16 @@ Precedence, one rule: defaults < job file < ``--set`` flags. Each value remember
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
 from rafter._cli import schema
-from rafter._cli.errors import ConfigError, describe_type, did_you_mean, fix_for, inline, snippet
+from rafter._cli.checks import DEFAULT_ORIGIN, check_keys, check_types, origin_of
+from rafter._cli.errors import ConfigError, describe_type
+from rafter._cli.overrides import apply_set, expand_env
 from rafter._cli.translate import construct
-
-DEFAULT_ORIGIN = "default"
-
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
@@ -89,15 +87,6 @@ class Job:
         )
 
 
-def origin_of(origins: Dict[str, str], path: str, fallback: str) -> str:
-    parts = path.split(".")
-    for n in range(len(parts), 0, -1):
-        got = origins.get(".".join(parts[:n]))
-        if got and got != DEFAULT_ORIGIN:
-            return got
-    return fallback
-
-
 # -- reading ------------------------------------------------------------------------------------
 def read_file(path: str) -> Dict[str, Any]:
     fix_path = "give the path of a YAML job file, e.g. rafter run examples/quickstart.yaml"
@@ -132,228 +121,6 @@ def read_file(path: str) -> Dict[str, Any]:
             source=path, fix="train: train.py:train_func\nscaling:\n  num_workers: 4",
         )
     return data
-
-
-# -- ${VAR} expansion -----------------------------------------------------------------------------
-_ENV = re.compile(r"\$\$(?=\{)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
-
-
-def _typed(path: str) -> bool:
-    """Whether a value that is exactly one ``${VAR}`` should become an int/float/bool, as YAML reads it."""
-    f = schema.field_at(path)
-    if f is None:
-        return True  # inside train_loop_config or resources_per_worker
-    return f.kind not in ("str", "callbacks")
-
-
-def expand_env(value: Any, path: str, source: str) -> Any:
-    if isinstance(value, dict):
-        return {k: expand_env(v, f"{path}.{k}" if path else str(k), source) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v, f"{path}[{i}]", source) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "$" not in value:
-        return value
-
-    def replace(m: re.Match) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, op, default = m.group(1), m.group(2), m.group(3)
-        got = os.environ.get(name)
-        if op == ":-" and not got:
-            return default or ""
-        if op == "-" and got is None:
-            return default or ""
-        if got is None:
-            raise ConfigError(
-                f"the environment variable {name} is not set (the value references ${{{name}}})",
-                source=source, path=path, value=value, has_value=True,
-                fix=f"export {name}=...  before running, or give a default: ${{{name}:-<value>}}",
-            )
-        return got
-
-    whole = _ENV.fullmatch(value) is not None and value != "$$"
-    result = _ENV.sub(replace, value)
-    if whole and _typed(path.split("[")[0]):
-        try:
-            loaded = yaml.safe_load(result) if result.strip() else None
-        except yaml.YAMLError:
-            return result
-        if loaded is None or isinstance(loaded, (bool, int, float)):
-            return loaded
-    return result
-
-
-# -- --set flags ----------------------------------------------------------------------------------
-def parse_set(flag: str) -> Tuple[str, Any]:
-    key, sep, raw = flag.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(
-            "a --set flag is KEY=VALUE, with the key's dotted path",
-            source=f"--set {flag}", fix="--set scaling.num_workers=8",
-        )
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def _unknown_key(key: str, siblings: Sequence[str], parent: str, source: str, value: Any) -> ConfigError:
-    path = f"{parent}.{key}" if parent else str(key)
-    guess = schema.ALIASES.get(str(key)) if not parent else None
-    elsewhere = [p for p, _f in schema.leaves() if p.rsplit(".", 1)[-1] == key and p != path]
-    if guess is None:
-        guess = did_you_mean(key, siblings)
-        if guess is None and elsewhere:
-            guess_path = elsewhere[0]
-        else:
-            guess_path = f"{parent}.{guess}" if (guess and parent) else guess
-    else:
-        guess_path = guess
-    where = f"under {parent}" if parent else "at the top level"
-    problem = f"unknown key {key!r} {where}"
-    if guess_path:
-        problem += f"; did you mean {guess_path}?"
-    problem += f" Known keys {where}: {', '.join(siblings)}"
-    fix = fix_for(guess_path, value, source) if guess_path and not isinstance(value, dict) else (
-        f"rename it to {guess_path}" if guess_path else f"remove it, or use one of: {', '.join(siblings)}")
-    return ConfigError(problem, source=source, path=path, fix=fix)
-
-
-def apply_set(values: Dict[str, Any], origins: Dict[str, str], flag: str) -> None:
-    path, value = parse_set(flag)
-    source = f"--set {flag}"
-    parts = path.split(".")
-    top = parts[0]
-    if top not in schema.top_level_keys():
-        raise _unknown_key(top, schema.top_level_keys(), "", source, value)
-    if top in schema.SECTIONS:
-        fields = schema.SECTIONS[top][1]
-        if len(parts) == 1:
-            raise ConfigError(f"{top} is a section; set one of its keys", source=source, path=top,
-                              fix=f"--set {top}.{next(iter(fields))}={inline(fields[next(iter(fields))].example)}")
-        if parts[1] not in fields:
-            raise _unknown_key(parts[1], tuple(fields), top, source, value)
-        if len(parts) > 2 and fields[parts[1]].kind != "resources":
-            raise ConfigError(f"{top}.{parts[1]} has no sub-keys", source=source, path=path,
-                              fix=f"--set {top}.{parts[1]}={inline(fields[parts[1]].example)}")
-    elif len(parts) > 1 and schema.TOP[top].kind != "mapping":
-        raise ConfigError(f"{top} has no sub-keys", source=source, path=path,
-                          fix=f"--set {top}={inline(schema.TOP[top].example)}")
-    value = expand_env(value, path, source)
-    node = values
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            raise ConfigError(
-                f"{'.'.join(parts[:i + 1])} is {describe_type(child)}, so it has no key {parts[i + 1]!r}",
-                source=source, path=".".join(parts[: i + 1]), value=child, has_value=True,
-                fix=f"--set {'.'.join(parts[:i + 1])}={inline({parts[i + 1]: value})}",
-            )
-        node = child
-    node[parts[-1]] = value
-    for key in [k for k in origins if k == path or k.startswith(path + ".")]:
-        del origins[key]
-    origins[path] = source
-
-
-# -- checks ---------------------------------------------------------------------------------------
-def check_keys(values: Dict[str, Any], origins: Dict[str, str], fallback: str) -> None:
-    tops = schema.top_level_keys()
-    for key, value in values.items():
-        if key not in tops:
-            raise _unknown_key(key, tops, "", origin_of(origins, str(key), fallback), value)
-    for section, (_cls, fields) in schema.SECTIONS.items():
-        body = values.get(section)
-        if body is None:
-            continue
-        if not isinstance(body, dict):
-            first = next(iter(fields))
-            raise ConfigError(
-                f"{section} must be a mapping of its keys ({', '.join(fields)}), not {describe_type(body)}",
-                source=origin_of(origins, section, fallback), path=section, value=body, has_value=True,
-                fix=snippet(f"{section}.{first}", fields[first].example),
-            )
-        for key, value in body.items():
-            if key not in fields:
-                raise _unknown_key(key, tuple(fields), section, origin_of(origins, f"{section}.{key}", fallback), value)
-
-
-def _type_ok(kind: str, value: Any) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    if kind in ("mapping", "resources"):
-        return isinstance(value, dict)
-    if kind == "callbacks":
-        return isinstance(value, list)
-    raise AssertionError(kind)
-
-
-def check_value(path: str, f: schema.Field, value: Any, source: str) -> None:
-    def error(problem: str, fix: Optional[str] = None) -> ConfigError:
-        return ConfigError(problem, source=source, path=path, value=value, has_value=True,
-                           fix=fix or f.fix or fix_for(path, f.example, source))
-
-    if value is None:
-        if f.nullable:
-            return
-        raise error("this key can't be empty (null)", f"give a value, e.g.\n{fix_for(path, f.example, source)}"
-                    + ("" if f.default is schema.REQUIRED else f"\nor remove the key to get the default, "
-                       f"{inline(f.default)}"))
-    if not _type_ok(f.kind, value):
-        hint = ""
-        if isinstance(value, str) and f.kind in ("int", "number", "bool"):
-            try:
-                reread = yaml.safe_load(value)
-            except yaml.YAMLError:
-                reread = None
-            if _type_ok(f.kind, reread):
-                hint = " (it is quoted; remove the quotes)"
-        raise error(f"expected {schema.KIND_NAMES[f.kind]}, got {describe_type(value)}{hint}")
-    if f.choices and value not in f.choices:
-        guess = did_you_mean(value, f.choices) or next((c for c in f.choices if c.lower() == str(value).lower()), None)
-        hint = f"; did you mean {guess!r}?" if guess else ""
-        raise error(f"expected one of {', '.join(f.choices)}{hint}", fix_for(path, guess or f.choices[0], source))
-    if f.kind == "resources":
-        for name, amount in value.items():
-            if not isinstance(name, str) or not name:
-                raise error(f"resource name {name!r} must be a non-empty string such as CPU, GPU or memory")
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-                raise ConfigError(
-                    f"expected a number for the amount of {name}, got {describe_type(amount)}",
-                    source=source, path=f"{path}.{name}", value=amount, has_value=True,
-                    fix=fix_for(f"{path}.{name}", 2 if name != "memory" else 8 * 2**30, source),
-                )
-
-
-def check_types(values: Dict[str, Any], origins: Dict[str, str], fallback: str) -> None:
-    for path, f in schema.leaves():
-        section, _, key = path.partition(".")
-        if key:
-            body = values.get(section) or {}
-            if key not in body:
-                continue
-            value = body[key]
-        else:
-            if path not in values:
-                if f.default is schema.REQUIRED:
-                    raise ConfigError(
-                        f"the job has no {path!r} key; it names the function each worker runs",
-                        source=fallback, path=path, fix=snippet(path, f.example)
-                        + "\n(a path relative to the job file, or package.module:function)",
-                    )
-                continue
-            value = values[path]
-        check_value(path, f, value, origin_of(origins, path, fallback))
 
 
 # -- assembling -----------------------------------------------------------------------------------

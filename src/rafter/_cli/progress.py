@@ -46,11 +46,12 @@ def format_duration(seconds: float) -> str:
 
 
 def rich_available() -> bool:
+    import importlib.util
+
     try:
-        import rich.live  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("rich") is not None and importlib.util.find_spec("rich.live") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 class ProgressCallback(Callback):
