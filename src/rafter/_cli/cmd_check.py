@@ -44,8 +44,11 @@ def check_command(args) -> int:
     report = Report(out)
     try:
         job = load_job(args.job, args.set, load_train=False)
-        report.add(OK, "job file", f"{job.source}: valid ({job.scaling.num_workers} workers, "
-                                   f"cluster {job.values['cluster']})")
+        from rafter._cli.cmd_run import cluster_kind
+
+        cluster = job.values["cluster"]
+        cluster += f" -> {cluster_kind(job)}" if cluster == "auto" else ""
+        report.add(OK, "job file", f"{job.source}: valid ({job.scaling.num_workers} workers, cluster {cluster})")
         load_callable_parts(job)
     except ConfigError as exc:
         report.add(FAIL, "job file" if exc.path != "train" else "train function", str(exc))
