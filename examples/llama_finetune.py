@@ -161,7 +161,8 @@ def train_func(config: dict) -> None:
             print(f"resumed from {checkpoint.path} at step {step}")
 
     model.train()
-    epoch, tokens, window_start = 0, 0, time.perf_counter()
+    epoch = step // len(loader)  # after a resume: carry on with the next epoch's shuffle order
+    tokens, window_start = 0, time.perf_counter()
     while step < cfg["steps"]:
         if hasattr(loader.sampler, "set_epoch"):  # a DistributedSampler: a new shuffle each epoch
             loader.sampler.set_epoch(epoch)
@@ -180,19 +181,20 @@ def train_func(config: dict) -> None:
                 elapsed = time.perf_counter() - window_start
                 metrics = {"step": step, "epoch": epoch, "loss": loss.item(), "tokens_per_s": tokens / elapsed,
                            "precision": str(dtype).replace("torch.", "") if dtype else "float32"}
-                ckpt = None
                 if step % cfg["checkpoint_every"] == 0 or last:
                     state = get_state_dict(model, optimizer)  # collective: every rank calls it
-                    ckpt = _save(state, step, model_config) if rank == 0 else None
-                train.report(metrics, checkpoint=ckpt)
+                    with tempfile.TemporaryDirectory() as folder:  # report() copies it into the run's storage
+                        ckpt = _save(folder, state, step, model_config) if rank == 0 else None
+                        train.report(metrics, checkpoint=ckpt)
+                else:
+                    train.report(metrics)
                 tokens, window_start = 0, time.perf_counter()
             if last:
                 break
         epoch += 1
 
 
-def _save(state: dict, step: int, model_config) -> Checkpoint:
-    folder = tempfile.mkdtemp(prefix="llama-ckpt-")  # report() copies it into the run's storage
+def _save(folder: str, state: dict, step: int, model_config) -> Checkpoint:
     torch.save(state, os.path.join(folder, "state.pt"))
     model_config.to_json_file(os.path.join(folder, "config.json"))  # what from_pretrained would read
     checkpoint = Checkpoint.from_directory(folder)
