@@ -33,3 +33,25 @@ def test_serialization_error_pickles():
     err = SerializationError("x", [("p", "t", "e")], "fix")
     clone = pickle.loads(pickle.dumps(err))
     assert str(clone) == str(err) and clone.problems == [("p", "t", "e")]
+
+
+def test_functions_touching_torch_config_modules_pickle():
+    """cloudpickle alone fails here: `torch.distributed` + a `.config` attribute drags in a
+    torch ConfigModule (a ModuleType subclass). rafter's pickler sends such modules by name."""
+    import pickle
+
+    import cloudpickle
+    import torch  # noqa: F401
+
+    from rafter._util.pickling import dumps
+
+    ns = {"__name__": "a_script_that_is_not_importable", "torch": torch}
+    exec("def f(model):\n    torch.distributed.is_available()\n    return model.config\n", ns)
+    with pytest.raises(Exception):
+        cloudpickle.dumps(ns["f"])
+    f = pickle.loads(dumps(ns["f"]))
+
+    class Model:
+        config = {"hidden": 4}
+
+    assert f(Model()) == {"hidden": 4}

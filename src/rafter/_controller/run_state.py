@@ -52,6 +52,7 @@ class RunState:
         self._pending_metrics: Dict[int, Dict[str, Any]] = {}
         self.fingerprint: Dict[str, Any] = {}
         self.callbacks = list(run_config.callbacks or [])
+        self._metrics_file = None
 
     # -- opening / resuming --------------------------------------------------------------------
     @classmethod
@@ -164,8 +165,10 @@ class RunState:
             self.last_metrics = event.metrics
             self.history.append(event.metrics)
             if self.storage.local:
-                self.storage.append_text(self.storage.join(self.config.name, "metrics.jsonl"),
-                                         json.dumps(event.metrics, default=repr) + "\n")
+                if self._metrics_file is None:
+                    self._metrics_file = open(self.storage.join(self.config.name, "metrics.jsonl"), "a",
+                                              buffering=1)  # line-buffered: each report is on disk at once
+                self._metrics_file.write(json.dumps(event.metrics, default=repr) + "\n")
             self._pending_metrics[event.index] = event.metrics
             for cb in self.callbacks:
                 hook = getattr(cb, "after_report", None)
@@ -264,6 +267,9 @@ class RunState:
                 hook(error=verdict, run_path=self.run_path)
 
     def finish(self, verdict) -> None:
+        if self._metrics_file is not None:
+            self._metrics_file.close()
+            self._metrics_file = None
         if not self.storage.local:
             self._write_history()
         self._save("failed" if verdict else "finished", verdict.first_line if verdict else None)

@@ -13,6 +13,7 @@ zygote count in every worker, so RSS is a conservative measure.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Dict, Optional, Tuple
@@ -21,7 +22,7 @@ import psutil
 
 from rafter._backends import events as ev
 
-SAMPLE_INTERVAL_S = 0.2
+SAMPLE_INTERVAL_S = 0.25
 _GiB = 2**30
 
 
@@ -40,13 +41,45 @@ def fmt_bytes(n: float) -> str:
     return f"{n / _GiB:.2f} GiB" if n >= _GiB else f"{n / 2**20:.0f} MiB"
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def _children(pid: int):
+    kids = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            total += child.memory_info().rss
-        except psutil.Error:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids.extend(int(k) for k in f.read().split())
+        except OSError:
             pass
+    return kids
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    """RSS of a process and its descendants. On Linux this reads only that tree's /proc entries
+    (psutil's children() scans every process on the machine, which costs training time)."""
+    if not os.path.exists("/proc/self/task"):
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+    total, todo = 0, [proc.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            total += _rss(pid)
+            todo.extend(_children(pid))
+        except (OSError, ValueError, IndexError):
+            if pid == proc.pid:
+                raise psutil.NoSuchProcess(pid)
     return total
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import io
+import sys
 import types
 from typing import Any, Iterator, List, Optional, Tuple
 
@@ -10,9 +13,26 @@ import cloudpickle
 _MAX_DEPTH = 10
 
 
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, plus: module objects of a ModuleType *subclass* (torch's config modules, lazy
+    modules) travel by name like plain modules instead of failing to pickle."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, types.ModuleType) and type(obj) is not types.ModuleType:
+            name = getattr(obj, "__name__", None)
+            if name and sys.modules.get(name) is obj:
+                return importlib.import_module, (name,)
+        return super().reducer_override(obj)
+
+
+def dumps(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
 def try_cloudpickle(obj: Any) -> Optional[bytes]:
     try:
-        return cloudpickle.dumps(obj)
+        return dumps(obj)
     except Exception:  # noqa: BLE001 - any failure means "not picklable"
         return None
 
@@ -25,7 +45,7 @@ def _type_name(obj: Any) -> str:
 
 def _pickle_error(obj: Any) -> Optional[BaseException]:
     try:
-        cloudpickle.dumps(obj)
+        dumps(obj)
         return None
     except Exception as exc:  # noqa: BLE001
         return exc
@@ -118,7 +138,7 @@ def _rebuild_serialization_error(message: str, problems) -> "SerializationError"
 def dumps_payload(fn: Any, config: Any) -> bytes:
     """Pickle the train function and its config, or explain exactly what can't be pickled."""
     try:
-        return cloudpickle.dumps((fn, config))
+        return dumps((fn, config))
     except Exception:  # noqa: BLE001
         pass
     problems = find_unpicklable(config, "train_loop_config") + find_unpicklable(fn, "train_loop_per_worker")
@@ -134,7 +154,7 @@ def dumps_payload(fn: Any, config: Any) -> bytes:
 
 def dumps_return_value(value: Any) -> bytes:
     try:
-        return cloudpickle.dumps(value)
+        return dumps(value)
     except Exception:  # noqa: BLE001
         raise SerializationError(
             "The train function's return value",
