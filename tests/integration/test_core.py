@@ -227,3 +227,21 @@ def test_more_cpus_than_the_machine_has_warns_once_and_runs(run_config, caplog):
     warnings = [r for r in caplog.records if "oversubscribed" in r.getMessage()]
     assert len(warnings) == 1 and "128 CPUs (2 workers x 64 CPU)" in warnings[0].getMessage()
     assert result.metrics["threads"] >= 1
+
+
+def listening_addresses():
+    import psutil
+
+    t = torch.ones(1)
+    dist.all_reduce(t)
+    mine = [c.laddr.ip for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    gathered = [None] * train.get_context().get_world_size()
+    dist.all_gather_object(gathered, mine)
+    return gathered
+
+
+def test_local_mode_listens_on_loopback_only(run_config):
+    per_rank = fit(listening_addresses, n=2, run_config=run_config(name="lo")).return_value
+    addresses = [ip for ips in per_rank for ip in ips]
+    assert addresses, "rank 0 hosts the rendezvous store, so something must listen"
+    assert all(ip in ("127.0.0.1", "::1") for ip in addresses), per_rank
