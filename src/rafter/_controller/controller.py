@@ -242,6 +242,7 @@ class Controller:
         elif isinstance(event, ev.Exited):
             o.exit_code, o.signal, o.exit_time = event.exit_code, event.signal, event.time
             o.killed_by_rafter, o.kill_reason = event.killed_by_rafter, event.reason
+            o.evidence.update(getattr(event, "evidence", None) or {})  # e.g. the Ray backend's lost_node
         elif isinstance(event, ev.StorageRequest):
             self._serve_storage(event, attempt, state)
         for monitor in attempt.monitors:
