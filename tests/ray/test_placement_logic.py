@@ -81,3 +81,25 @@ def test_a_connection_without_the_attempts_token_is_refused_before_anything_is_u
     assert wire.parse_handshake(good, token) == (3, wire.CHANNEL)
     assert wire.parse_handshake(wire.handshake(b"u" * wire.TOKEN_BYTES, 3, wire.CHANNEL), token) is None
     assert wire.parse_handshake(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", token) is None
+
+
+def test_the_local_backend_never_imports_ray(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        from rafter.train import RunConfig, ScalingConfig
+        from rafter.train.torch import TorchTrainer
+
+        result = TorchTrainer(lambda: 7, scaling_config=ScalingConfig(num_workers=2),
+                              run_config=RunConfig(name="r", storage_path=sys.argv[1])).fit()
+        assert result.return_value == 7
+        print("RAY IMPORTED" if "ray" in sys.modules else "NO RAY")
+        """)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("NO RAY")
