@@ -41,9 +41,12 @@ def main() -> None:
     py = sys.executable
     sides = {
         "rafter (max_failures=1)": lambda d, f: ([py, "bench/rafter_recovery_job.py", d, f], {}),
+        # TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: without it torch 2.13's torchrun often fails its restart
+        # (the new ranks read the dead attempt's addresses; see bench/baselines/NOTES.md).
         "torchrun --max-restarts=1": lambda d, f: ([os.path.join(BIN, "torchrun"), "--standalone",
                                                     "--nproc_per_node=2", "--max-restarts=1",
-                                                    "bench/baselines/torchrun_recovery.py"], {}),
+                                                    "bench/baselines/torchrun_recovery.py"],
+                                                   {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}),
     }
     times = {k: [] for k in sides}
     for _ in range(args.runs):

@@ -13,9 +13,15 @@ keeps the user's ScalingConfig untouched and tells Ray the node has 8 logical CP
 via ray.init(num_cpus=8); Ray CPUs are logical slots, not pinning, so the 4 workers
 simply time-share the 2 real cores. Set BENCH_RAY_NUM_CPUS=auto to run the literal
 (unschedulable) version with plain ray.init().
+
+address="local" forces a fresh local Ray instance: a bare ray.init() would attach to
+whatever cluster /tmp/ray/ray_current_cluster names (e.g. one left by
+ray.cluster_utils.Cluster), which would make the measurement meaningless.
 """
 import os
 import time
+
+os.environ.setdefault("RAY_TMPDIR", "/tmp/rafter-bench-ray")  # keep clear of other Ray users' /tmp/ray
 
 import ray
 from ray import train
@@ -39,9 +45,9 @@ scaling_config = ScalingConfig(num_workers=4, use_gpu=False, resources_per_worke
 if __name__ == "__main__":
     num_cpus = os.environ.get("BENCH_RAY_NUM_CPUS", "8")
     if num_cpus == "auto":
-        ray.init()
+        ray.init(address="local")
     else:
-        ray.init(num_cpus=int(num_cpus))  # pretend: 8 logical CPUs on a 2-core box
+        ray.init(address="local", num_cpus=int(num_cpus))  # pretend: 8 logical CPUs on 2 cores
     trainer = TorchTrainer(train_func, scaling_config=scaling_config)
     t0 = time.perf_counter()
     result = trainer.fit()
