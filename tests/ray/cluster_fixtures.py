@@ -84,7 +84,12 @@ def add_node(cluster, cpus: int = 2):
 def stop_cluster(cluster) -> None:
     import ray
 
+    import gc
+
     me = psutil.Process()
+    # Finalise garbage that holds Ray objects (ObjectRefs, actor handles in old tracebacks) while Ray is up:
+    # finalised later, in a process forked from this one (the local backend's zygote), they crash it.
+    gc.collect()
     ray.shutdown()
     cluster.shutdown()
     owned = [p for p in me.children(recursive=True) if _cluster_owned(p) or _is_rafter(p)]

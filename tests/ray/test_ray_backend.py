@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 import rafter.train as train
-from rafter.train import RunConfig, ScalingConfig, TrainingFailedError
+from rafter.train import ScalingConfig, TrainingFailedError
 from rafter.train.torch import TorchTrainer
 from tests.ray.cluster_fixtures import rafter_leftovers
 
@@ -207,3 +207,36 @@ def test_a_sigkilled_driver_leaves_no_worker_on_any_node(ray_cluster, tmp_path):
     gone, alive = psutil.wait_procs(workers, timeout=20)
     assert not alive, f"workers outlived their driver: {alive}"
     assert rafter_leftovers(timeout=20) == ([], [])
+
+
+def test_a_local_storage_path_that_a_node_cannot_see_is_refused(ray_cluster, tmp_path):
+    """The marker-file check itself, with stand-in actors: on one machine every node sees every path."""
+    import ray
+
+    from rafter._backends.ray.backend import RayBackend, _Prepared
+    from rafter._backends.ray.layout import Place
+
+    class Sees:
+        def __init__(self, answer):
+            self.sees = self
+            self.answer = answer
+
+        def remote(self, path):
+            assert os.path.exists(path)  # the driver wrote the marker before asking
+            return ray.put(self.answer)
+
+    places = [Place(r, r, f"n{r}", f"10.0.0.{r + 1}", r, 0, 1, None, None) for r in range(2)]
+    prepared = _Prepared(pg=None, actors={0: Sees(True), 1: Sees(False)}, places=places, token=b"t" * 16,
+                         shipped={0: False, 1: False})
+    backend = RayBackend()
+    backend._driver_ip = "10.0.0.1"
+    run_path = str(tmp_path / "results" / "run")
+    with pytest.raises(ValueError) as info:
+        backend._check_storage(run_path, prepared)
+    assert "is a local folder, but the run's workers are on 2 nodes and 1 of them can't see it (node 10.0.0.2)" in str(
+        info.value)
+    assert os.listdir(run_path) == []  # the marker is gone
+    prepared.actors[1] = Sees(True)
+    backend._check_storage(run_path, prepared)  # shared: fine
+    with pytest.raises(ValueError, match="lives in the driver's memory"):
+        backend._check_storage("memory://bucket/run", prepared)

@@ -238,8 +238,8 @@ class RayBackend:
 
     def _group_closed(self, group: RayWorkerGroup) -> None:
         self._lost.extend(group.lost_nodes)
-        actors = [s.actor for s in group._ranks.values()]
-        _release(group._pg, actors)
+        _release(group._pg, [s.actor for s in group._ranks.values()])
+        group.forget_ray_objects()  # the group may outlive Ray (in a traceback): hold no Ray handles
         if group in self._groups:
             self._groups.remove(group)
 

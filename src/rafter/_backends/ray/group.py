@@ -160,6 +160,12 @@ class RayWorkerGroup:
         if self._on_close is not None:
             self._on_close(self)
 
+    def forget_ray_objects(self) -> None:
+        self._pg = None
+        self._by_ref.clear()
+        for state in self._ranks.values():
+            state.actor = state.run_ref = None
+
     # -- the pump ------------------------------------------------------------------------------
     def poll(self, timeout: float) -> List[object]:
         out: List[object] = []
