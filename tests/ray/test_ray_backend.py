@@ -240,3 +240,38 @@ def test_a_local_storage_path_that_a_node_cannot_see_is_refused(ray_cluster, tmp
     backend._check_storage(run_path, prepared)  # shared: fine
     with pytest.raises(ValueError, match="lives in the driver's memory"):
         backend._check_storage("memory://bucket/run", prepared)
+
+
+def counts_to_six(config):
+    start = 0
+    ckpt = train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            start = int(open(os.path.join(d, "step.txt")).read()) + 1
+    for step in range(start, 6):
+        import tempfile
+
+        t = torch.ones(1)
+        dist.all_reduce(t)
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "step.txt"), "w") as f:
+                f.write(str(step))
+            train.report({"step": step, "attempt": train.get_context().get_attempt()},
+                         checkpoint=train.Checkpoint.from_directory(d))
+    return start
+
+
+def test_a_kill_from_outside_reaches_the_worker_on_its_node_and_the_run_recovers(ray_cluster, run_config):
+    from rafter.testing import ChaosMonkey
+    from rafter.train import FailureConfig
+
+    trainer = TorchTrainer(counts_to_six, scaling_config=ScalingConfig(num_workers=4),
+                           run_config=on_ray(run_config, name="chaos", failure_config=FailureConfig(max_failures=1)))
+    monkey = ChaosMonkey(kills=1, seed=3)  # group.signal(rank, SIGKILL), delivered by the rank's actor
+    monkey.attach(trainer)
+    result = trainer.fit()
+    assert len(monkey.done) == 1
+    _, rank, _ = monkey.done[0]
+    assert result.metrics == {"step": 5, "attempt": 2}
+    assert f"Rank {rank} " in result.attempts[0]["error"] and "SIGKILL" in result.attempts[0]["error"]
+    assert rafter_leftovers() == ([], [])
