@@ -112,7 +112,11 @@ def ray_cluster():
 
 
 def rafter_leftovers(timeout: float = 10.0):
-    """Actors and placement groups of rafter still alive, after waiting up to ``timeout`` for them to go."""
+    """Actors and placement groups of rafter still alive, after waiting up to ``timeout`` for them to go.
+
+    Read from the GCS (the actor table and ``ray.util.placement_group_table``): ``ray.util.state`` would
+    need the dashboard, which the test clusters leave out to start faster.
+    """
     import time
 
     import ray
