@@ -37,6 +37,45 @@ def oom_kill_count() -> Optional[int]:
     return None
 
 
+class KernelLog:
+    """New records of the kernel log (/dev/kmsg), read without blocking; None where it can't be read.
+
+    The OOM killer writes "Killed process <pid> (<name>) ..." there, which names the victim exactly,
+    unlike the machine-wide oom_kill counter that other tenants also move."""
+
+    def __init__(self) -> None:
+        self.fd: Optional[int] = None
+        try:
+            self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+            os.lseek(self.fd, 0, os.SEEK_END)
+        except OSError:
+            self.close()
+        self.records: list = []
+
+    @property
+    def readable(self) -> bool:
+        return self.fd is not None
+
+    def oom_record(self, pid: int) -> Optional[str]:
+        while self.fd is not None:
+            try:
+                record = os.read(self.fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError:  # EPIPE: records were overwritten while we read; skip ahead
+                continue
+            if not record:
+                break
+            self.records.append(record.decode("utf-8", "replace").split(";", 1)[-1].strip())
+        needle = f"Killed process {pid} "
+        return next((r for r in self.records if needle in r), None)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd = None
+
+
 def fmt_bytes(n: float) -> str:
     return f"{n / _GiB:.2f} GiB" if n >= _GiB else f"{n / 2**20:.0f} MiB"
 
@@ -90,6 +129,7 @@ class MemoryMonitor:
         self.limit: Optional[int] = controller.scaling.memory_per_worker
         self.threshold: float = controller.run_config.memory_threshold
         self.oom_kills_at_start = oom_kill_count()
+        self.kernel_log = KernelLog()
         self.next_sample = 0.0
         self.procs: Dict[int, psutil.Process] = {}
         self.last: Dict[int, Tuple[int, float]] = {}
@@ -154,16 +194,25 @@ class MemoryMonitor:
         outcome = self.attempt.outcomes[event.rank]
         if "oom" in outcome.evidence:
             return
-        now_count = oom_kill_count()
-        rose = None not in (now_count, self.oom_kills_at_start) and now_count > self.oom_kills_at_start
-        near = self.machine_used >= self.threshold - 0.05 or (
-            self.limit and self.last.get(event.rank, (0, 0))[0] > 0.9 * self.limit)
-        if not (rose or near):
-            return
+        pid = outcome.pid or self.group.pid(event.rank)
+        record = self.kernel_log.oom_record(pid) if pid else None
+        rose = near = False
+        if record is None:
+            if self.kernel_log.readable:
+                return  # the kernel log names every OOM victim, and not this one
+            now_count = oom_kill_count()
+            rose = None not in (now_count, self.oom_kills_at_start) and now_count > self.oom_kills_at_start
+            near = self.machine_used >= self.threshold - 0.05 or bool(
+                self.limit and self.last.get(event.rank, (0, 0))[0] > 0.9 * self.limit)
+            if not (rose or near):
+                return
         rss, t = self.last.get(event.rank, (None, None))
         sample = (f"its last memory sample was {fmt_bytes(rss)} RSS, {time.time() - t:.1f} s before it died"
                   if rss is not None else "no memory sample of it was taken")
-        why = "the kernel's OOM-kill counter rose" if rose else f"machine memory was at {self.machine_used:.0%}"
+        if record is not None:
+            why = f"kernel log: '{record[:160]}'"
+        else:
+            why = "the kernel's OOM-kill counter rose" if rose else f"machine memory was at {self.machine_used:.0%}"
         outcome.evidence["oom"] = {
             "time": event.time,
             "headline": f"was killed by the kernel OOM killer (SIGKILL; {why}; {sample})",
@@ -171,8 +220,9 @@ class MemoryMonitor:
                    "workers per machine, or set ScalingConfig(resources_per_worker={'memory': ...}) so rafter "
                    "stops it with a clear error first. `dmesg` shows the kernel's report.",
             "peak_rss": self.peak.get(event.rank), "last_rss": rss, "source": "kernel",
-            "oom_kill_counter_rose": bool(rose),
+            "oom_kill_counter_rose": bool(rose), "kernel_log": record,
         }
 
     def close(self) -> None:
         self.procs.clear()
+        self.kernel_log.close()

@@ -33,6 +33,8 @@ def _fork_is_safe(use_gpu: bool) -> bool:
     """
     if not sys.platform.startswith("linux") or use_gpu:
         return False
+    if "ray" in sys.modules:  # Ray's native state (even after ray.shutdown()) does not survive a fork
+        return False
     if threading.active_count() != 1:
         return False
     torch = sys.modules.get("torch")
