@@ -1,3 +1,4 @@
+import sys
 import threading
 
 import pytest
@@ -55,3 +56,22 @@ def test_functions_touching_torch_config_modules_pickle():
         config = {"hidden": 4}
 
     assert f(Model()) == {"hidden": 4}
+
+
+def test_a_train_function_from_a_module_workers_cannot_import_travels_by_value(tmp_path):
+    import pickle
+    import subprocess
+
+    from rafter._util.pickling import dumps_payload
+
+    (tmp_path / "outside_sys_path_mod.py").write_text("def train_func(config):\n    return config['x'] * 2\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import outside_sys_path_mod
+    finally:
+        sys.path.remove(str(tmp_path))
+    payload = dumps_payload(outside_sys_path_mod.train_func, {"x": 21})
+    code = "import pickle, sys; fn, cfg = pickle.loads(sys.stdin.buffer.read()); print(fn(cfg))"
+    out = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, check=True)
+    assert out.stdout.strip() == b"42"
+    assert pickle.loads(payload)[0].__module__ == "outside_sys_path_mod"

@@ -135,12 +135,40 @@ def _rebuild_serialization_error(message: str, problems) -> "SerializationError"
     return err
 
 
+def _importable(module_name: str, path: List[str]) -> bool:
+    """Would a fresh interpreter with this ``sys.path`` find the module's top-level package?"""
+    import importlib.machinery
+    import os
+
+    top = module_name.partition(".")[0]
+    if top in sys.builtin_module_names or top in getattr(sys, "stdlib_module_names", ()):
+        return True
+    entries = [p if p else os.getcwd() for p in path]
+    return importlib.machinery.PathFinder.find_spec(top, entries) is not None
+
+
+def _modules_to_ship_by_value(fn: Any) -> List[types.ModuleType]:
+    """The train function's module, when workers could not import it by name (it was loaded from a file
+    outside sys.path, or sys.path changed since): such a module travels by value, like ``__main__``."""
+    name = getattr(fn, "__module__", None)
+    module = sys.modules.get(name) if name else None
+    if module is None or name == "__main__" or not getattr(module, "__file__", None):
+        return []
+    return [] if _importable(name, sys.path) else [module]
+
+
 def dumps_payload(fn: Any, config: Any) -> bytes:
     """Pickle the train function and its config, or explain exactly what can't be pickled."""
+    by_value = _modules_to_ship_by_value(fn)
+    for module in by_value:
+        cloudpickle.register_pickle_by_value(module)
     try:
         return dumps((fn, config))
     except Exception:  # noqa: BLE001
         pass
+    finally:
+        for module in by_value:
+            cloudpickle.unregister_pickle_by_value(module)
     problems = find_unpicklable(config, "train_loop_config") + find_unpicklable(fn, "train_loop_per_worker")
     if not problems:  # pickles separately but not together: report the pair
         problems = find_unpicklable((fn, config), "(train_loop_per_worker, train_loop_config)")
