@@ -70,3 +70,26 @@ class StorageRequest:
     op: str
     source: str
     dest: str
+
+
+def from_message(rank: int, message: tuple):
+    """The event for a worker's channel message, or None for messages a backend handles itself
+    (``rdzv``: rank 0's store address, which the backend forwards to the other ranks)."""
+    kind = message[0]
+    if kind == "report":
+        _, index, metrics, checkpoint, t = message
+        return Reported(rank, index, metrics, checkpoint, t)
+    if kind == "hello":
+        _, _, pid, host, t = message
+        return Hello(rank, pid, host, t)
+    if kind == "done":
+        _, value, t = message
+        return Finished(rank, value, t)
+    if kind == "error":
+        return Errored(rank, message[1])
+    if kind == "storage":
+        _, op, source, dest = message
+        return StorageRequest(rank, op, source, dest)
+    if kind == "progress":
+        return Progress(rank, message[1], message[2] if len(message) > 2 else None)
+    return None

@@ -5,7 +5,6 @@ rank 0's TCPStore and gloo's sockets, both bound to 127.0.0.1.
 
 from __future__ import annotations
 
-import collections
 import os
 import pickle
 import selectors
@@ -15,13 +14,14 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Deque, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from rafter._backends import events as ev
+from rafter._backends.frames import FrameReader, frame
+from rafter._backends.output import RankOutput
 from rafter._backends.local import zygote as zygote_mod
 from rafter._worker.spec import WorkerSpec
 
-LOG_TAIL_LINES = 60
 EXIT_LOG_GRACE_S = 0.5  # how long to wait for a dead worker's last output (grandchildren may hold pipes)
 
 
@@ -107,14 +107,12 @@ class Zygote:
 
 
 class _Rank:
-    def __init__(self, spec: WorkerSpec, log_path: str) -> None:
+    def __init__(self, spec: WorkerSpec, output: RankOutput) -> None:
         self.spec = spec
+        self.output = output
         self.pid: Optional[int] = None
         self.alive = True
         self.open_streams = 2
-        self.partial: Dict[str, bytes] = {"stdout": b"", "stderr": b""}
-        self.tail: Deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-        self.log = open(log_path, "ab", buffering=0)
         self.pending_exit: Optional[ev.Exited] = None
         self.exit_deadline = 0.0
         self.killed_reason: Optional[str] = None
@@ -125,17 +123,15 @@ class LocalWorkerGroup:
 
     def __init__(self, zygote: Zygote, specs: List[WorkerSpec], payload_path: str, echo: bool = True) -> None:
         self._zygote = zygote
-        self._echo = echo
         self._sel = selectors.DefaultSelector()
         self._ranks: Dict[int, _Rank] = {}
         self._by_pid: Dict[int, int] = {}
         self._channels: Dict[int, socket.socket] = {}
-        self._rdzv: Optional[tuple] = None
-        self._out = {"stdout": sys.stdout, "stderr": sys.stderr}
         self._sel.register(zygote.sock, selectors.EVENT_READ, ("zygote", None))
         for spec in specs:
             os.makedirs(spec.log_dir, exist_ok=True)
-            rank = _Rank(spec, os.path.join(spec.log_dir, f"rank_{spec.rank}.log"))
+            rank = _Rank(spec, RankOutput(os.path.join(spec.log_dir, f"rank_{spec.rank}.log"),
+                                          f"[rank {spec.rank}] ", echo))
             self._ranks[spec.rank] = rank
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             out_r, out_w = os.pipe()
@@ -149,7 +145,7 @@ class LocalWorkerGroup:
             for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
                 os.set_blocking(fd, False)
                 self._sel.register(fd, selectors.EVENT_READ, (name, spec.rank))
-        self._conn = {r: _Reader(s) for r, s in self._channels.items()}
+        self._conn = {r: FrameReader(s) for r, s in self._channels.items()}
 
     # -- queries -------------------------------------------------------------------------------
     @property
@@ -166,7 +162,7 @@ class LocalWorkerGroup:
         return {r: s.pid for r, s in self._ranks.items() if s.pid is not None and s.alive}
 
     def log_tail(self, rank: int) -> List[str]:
-        return list(self._ranks[rank].tail)
+        return self._ranks[rank].output.lines()
 
     # -- control -------------------------------------------------------------------------------
     def kill(self, ranks: Optional[List[int]] = None, reason: str = "stopped by rafter", sig: int = signal.SIGKILL) -> None:
@@ -184,8 +180,7 @@ class LocalWorkerGroup:
                     pass
 
     def send(self, rank: int, message: tuple) -> None:
-        data = pickle.dumps(message)
-        self._channels[rank].sendall(len(data).to_bytes(4, "big") + data)
+        self._channels[rank].sendall(frame(message))
 
     def signal(self, rank: int, sig: int) -> bool:
         pid = self._ranks[rank].pid
@@ -202,7 +197,7 @@ class LocalWorkerGroup:
 
     def close(self) -> None:
         for state in self._ranks.values():
-            state.log.close()
+            state.output.close()
         for key in list(self._sel.get_map().values()):
             if key.fileobj is self._zygote.sock:
                 continue
@@ -248,7 +243,7 @@ class LocalWorkerGroup:
             _, rank, pid = message
             self._ranks[rank].pid = pid
             self._by_pid[pid] = rank
-            self._ranks[rank].log.write(f"=== attempt {self._ranks[rank].spec.attempt}, pid {pid} ===\n".encode())
+            self._ranks[rank].output.note(f"attempt {self._ranks[rank].spec.attempt}, pid {pid}")
         elif message[0] == "exited":
             _, pid, status = message
             rank = self._by_pid.get(pid)
@@ -276,31 +271,17 @@ class LocalWorkerGroup:
             self._sel.unregister(sock)
 
     def _dispatch(self, rank: int, message: tuple, out: List[object]) -> None:
-        kind = message[0]
-        if kind == "report":
-            _, index, metrics, checkpoint, t = message
-            out.append(ev.Reported(rank, index, metrics, checkpoint, t))
-        elif kind == "hello":
-            _, _, pid, host, t = message
-            out.append(ev.Hello(rank, pid, host, t))
-        elif kind == "rdzv":
-            self._rdzv = message
+        if message[0] == "rdzv":  # rank 0's store address: forward it to every other rank
             for other in self._channels:
                 if other != rank:
                     try:
                         self.send(other, message)
                     except OSError:
                         pass
-        elif kind == "done":
-            _, value, t = message
-            out.append(ev.Finished(rank, value, t))
-        elif kind == "error":
-            out.append(ev.Errored(rank, message[1]))
-        elif kind == "storage":
-            _, op, source, dest = message
-            out.append(ev.StorageRequest(rank, op, source, dest))
-        elif kind == "progress":
-            out.append(ev.Progress(rank, message[1], message[2] if len(message) > 2 else None))
+            return
+        event = ev.from_message(rank, message)
+        if event is not None:
+            out.append(event)
 
     def _on_output(self, rank: int, stream: str, fd: int) -> None:
         state = self._ranks[rank]
@@ -308,64 +289,10 @@ class LocalWorkerGroup:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
             return
-        if not chunk:
-            self._sel.unregister(fd)
-            os.close(fd)
-            state.open_streams -= 1
-            if state.partial[stream]:
-                self._emit(state, stream, state.partial[stream] + b"\n")
-                state.partial[stream] = b""
+        if chunk:
+            state.output.write(stream, chunk)
             return
-        state.log.write(chunk)
-        data = state.partial[stream] + chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            state.partial[stream] = data
-            return
-        state.partial[stream] = data[cut + 1 :]
-        self._emit(state, stream, data[: cut + 1])
-
-    def _emit(self, state: _Rank, stream: str, data: bytes) -> None:
-        text = data.decode("utf-8", "replace")
-        lines = text.splitlines()
-        state.tail.extend(lines)
-        if self._echo:
-            prefix = f"[rank {state.spec.rank}] "
-            target = self._out[stream]
-            target.write("".join(prefix + line + "\n" for line in lines))
-            target.flush()
-
-
-class _Reader:
-    """Non-blocking reader of length-prefixed pickled frames (multiprocessing.Connection format)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-        self.eof = False
-
-    def read(self) -> List[tuple]:
-        try:
-            chunk = self.sock.recv(1 << 20)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.eof = True
-        self.buf += chunk
-        messages = []
-        while len(self.buf) >= 4:
-            size = int.from_bytes(self.buf[:4], "big", signed=True)
-            if size == -1:  # Connection's large-message header
-                if len(self.buf) < 12:
-                    break
-                size = int.from_bytes(self.buf[4:12], "big")
-                start = 12
-            else:
-                start = 4
-            if len(self.buf) < start + size:
-                break
-            messages.append(pickle.loads(self.buf[start : start + size]))
-            self.buf = self.buf[start + size :]
-        return messages
+        self._sel.unregister(fd)
+        os.close(fd)
+        state.open_streams -= 1
+        state.output.flush(stream)

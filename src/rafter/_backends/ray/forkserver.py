@@ -20,8 +20,6 @@ The worker (``_become_worker``) connects to the driver, presents the attempt's t
 
 from __future__ import annotations
 
-import ctypes
-import io
 import os
 import pickle
 import select
@@ -31,16 +29,9 @@ import struct
 import sys
 from typing import Dict, Optional
 
+from rafter._worker import forked
+
 MAX_MESSAGE = 1 << 16
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int) -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
 
 
 def _peer_uid(sock: socket.socket) -> Optional[int]:
@@ -51,30 +42,13 @@ def _peer_uid(sock: socket.socket) -> Optional[int]:
         return None
 
 
-def _reset_std_streams() -> None:
-    sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), line_buffering=True, write_through=True)
-    sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), line_buffering=True, write_through=True)
-    sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
-
-
 def _become_worker(close_fds, fds) -> None:
     """Runs in the forked child; never returns."""
-    code = 1
-    try:
-        server_pid = os.getppid()
-        os.setpgid(0, 0)  # own process group: a kill reaches the worker's own children too
-        for fd in close_fds:
-            os.close(fd)
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        die_with_parent(server_pid)
-        for target, fd in zip((0, 1, 2), fds):
-            os.dup2(fd, target)
-            os.close(fd)
-        _reset_std_streams()
-        with open(0, "rb", closefd=False) as f:
+    input_fd, out_fd, err_fd = fds
+
+    def body() -> int:
+        forked.enter(close_fds, out_fd, err_fd)
+        with os.fdopen(input_fd, "rb") as f:
             message = pickle.loads(f.read())
         sys.stdin = open(os.devnull)
         os.environ.update(message["env"])
@@ -86,51 +60,24 @@ def _become_worker(close_fds, fds) -> None:
         spec = message["spec"]
         host, port = message["driver"]
         sock = wire.connect(host, port, message["token"], spec.rank, wire.CHANNEL)
-        code = run_worker(spec, Channel(sock.detach()), message["payload"])
-    except BaseException:  # noqa: BLE001
-        import traceback
+        return run_worker(spec, Channel(sock.detach()), message["payload"])
 
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    forked.run_and_exit(body)
 
 
 def serve(listener: socket.socket, parent_pid: int, expected: int) -> None:
     """The server's loop; never returns."""
-    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    import cloudpickle  # noqa: F401  - preload what every worker needs, once per node
-    import torch  # noqa: F401
-    import torch._dynamo  # noqa: F401  - every torch.optim optimizer imports it (about 1 s)
-    import torch.distributed  # noqa: F401
-    import torch.nn.parallel  # noqa: F401
-
+    forked.preload()  # what every worker needs, once per node
     import rafter._backends.ray.wire  # noqa: F401
-    import rafter._worker.bootstrap  # noqa: F401
-    import rafter.train.torch  # noqa: F401
 
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reaper = forked.ChildReaper()
     uid = os.getuid()
     clients: Dict[socket.socket, Optional[int]] = {}  # connection -> its worker's pid
     owners: Dict[int, socket.socket] = {}
     served = 0
 
     def reap() -> None:
-        while owners:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in reaper.reap():
             conn = owners.pop(pid, None)
             if conn is not None:
                 try:
@@ -149,14 +96,10 @@ def serve(listener: socket.socket, parent_pid: int, expected: int) -> None:
 
     try:
         while True:
-            ready, _, _ = select.select([listener, wake_r, *clients], [], [], 1.0)
+            ready, _, _ = select.select([listener, reaper, *clients], [], [], 1.0)
             if not clients and (served >= expected or os.getppid() != parent_pid):
                 break  # every actor of this node has come and gone, or none can come any more
-            if wake_r in ready:
-                try:
-                    os.read(wake_r, 4096)
-                except BlockingIOError:
-                    pass
+            if reaper in ready:
                 reap()
             if listener in ready:
                 conn, _ = listener.accept()
@@ -177,7 +120,7 @@ def serve(listener: socket.socket, parent_pid: int, expected: int) -> None:
                     continue
                 pid = os.fork()
                 if pid == 0:
-                    _become_worker([listener.fileno(), wake_r, wake_w, *(c.fileno() for c in clients)], fds)
+                    _become_worker([listener.fileno(), *reaper.fds, *(c.fileno() for c in clients)], fds)
                 for fd in fds:
                     os.close(fd)
                 clients[conn] = pid
@@ -185,11 +128,7 @@ def serve(listener: socket.socket, parent_pid: int, expected: int) -> None:
                 conn.send(pickle.dumps(("spawned", pid)))
                 reap()  # it may have exited before SIGCHLD's handler saw it
     finally:
-        for pid in list(owners):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        forked.kill_groups(owners)
         os._exit(0)
 
 

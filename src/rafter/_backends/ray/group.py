@@ -13,21 +13,19 @@ messages). Sockets carry the fast path; Ray is asked only about deaths that sock
 
 from __future__ import annotations
 
-import collections
 import os
 import selectors
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from rafter._backends import events as ev
+from rafter._backends.output import RankOutput
 from rafter._backends.ray import wire
 from rafter._worker.spec import WorkerSpec
 
-LOG_TAIL_LINES = 60
 EXIT_LOG_GRACE_S = 0.5  # a worker's exit may overtake its last channel messages by this much
 RAY_CHECK_S = 0.5  # how often Ray is asked about actors (only while the run is going)
 LOST_WAIT_S = float(os.environ.get("RAFTER_RAY_LOST_WAIT_S", "60"))
@@ -60,9 +58,8 @@ class _Rank:
         self.pending_exit: Optional[ev.Exited] = None
         self.exit_deadline = 0.0
         self.killed_reason: Optional[str] = None
-        self.partial: Dict[str, bytes] = {"stdout": b"", "stderr": b""}
-        self.tail: Deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-        self.log = open(log_path, "ab", buffering=0)
+        self.output: Optional[RankOutput] = None  # set by the group, which knows whether to echo
+        self.log_path = log_path
 
 
 class RayWorkerGroup:
@@ -73,9 +70,9 @@ class RayWorkerGroup:
         self._ranks = ranks
         self._pg = pg
         self._driver_ip = driver_ip
-        self._echo = echo
+        for state in ranks.values():
+            state.output = RankOutput(state.log_path, f"[rank {state.spec.rank} node {state.place.node_rank}] ", echo)
         self._on_close = on_close
-        self._out = {"stdout": sys.stdout, "stderr": sys.stderr}
         self._sel = selectors.DefaultSelector()
         self._sel.register(listener, selectors.EVENT_READ, ("accept", None))
         self._pending: Dict[socket.socket, tuple] = {}  # handshakes in progress: sock -> (bytes, deadline)
@@ -106,7 +103,7 @@ class RayWorkerGroup:
                 if s.pid is not None and s.alive and s.place.node_ip == self._driver_ip}
 
     def log_tail(self, rank: int) -> List[str]:
-        return list(self._ranks[rank].tail)
+        return self._ranks[rank].output.lines()
 
     def all_exited(self) -> bool:
         return all(not s.alive and s.pending_exit is None for s in self._ranks.values())
@@ -156,7 +153,7 @@ class RayWorkerGroup:
             for sock in (state.ctl, state.chan):
                 if sock is not None:
                     sock.close()
-            state.log.close()
+            state.output.close()
         if self._on_close is not None:
             self._on_close(self)
 
@@ -258,16 +255,16 @@ class RayWorkerGroup:
         for message in reader.read():
             kind = message[0]
             if kind == "out":
-                self._on_output(state, message[1], message[2])
+                state.output.write(message[1], message[2])
             elif kind == "spawned":
                 _, state.pid, _ip, state.hostname = message
-                state.log.write(f"=== attempt {state.spec.attempt}, pid {state.pid}, node {state.place.node_rank} "
-                                f"({state.place.node_ip}) ===\n".encode())
+                state.output.note(f"attempt {state.spec.attempt}, pid {state.pid}, node {state.place.node_rank} "
+                                  f"({state.place.node_ip})")
             elif kind == "exited":
                 self._exited(state, message[1])
         if reader.eof:
             self._drop(state, "ctl")
-            self._flush_partial(state)
+            state.output.flush()
             if state.alive:
                 state.ctl_eof_at = time.time()  # the actor died without reporting: ask Ray why
                 self._next_ray_check = 0.0
@@ -281,14 +278,7 @@ class RayWorkerGroup:
             self._drop(state, "chan")
 
     def _dispatch(self, rank: int, message: tuple, out: List[object]) -> None:
-        kind = message[0]
-        if kind == "report":
-            _, index, metrics, checkpoint, t = message
-            out.append(ev.Reported(rank, index, metrics, checkpoint, t))
-        elif kind == "hello":
-            _, _, pid, host, t = message
-            out.append(ev.Hello(rank, pid, host, t))
-        elif kind == "rdzv":  # rank 0's store address; ranks that connect later get it on arrival
+        if message[0] == "rdzv":  # rank 0's store address; ranks that connect later get it on arrival
             self._rdzv = message
             for other, state in self._ranks.items():
                 if other != rank and state.chan is not None:
@@ -296,16 +286,10 @@ class RayWorkerGroup:
                         self.send(other, message)
                     except OSError:
                         pass
-        elif kind == "done":
-            _, value, t = message
-            out.append(ev.Finished(rank, value, t))
-        elif kind == "error":
-            out.append(ev.Errored(rank, message[1]))
-        elif kind == "storage":
-            _, op, source, dest = message
-            out.append(ev.StorageRequest(rank, op, source, dest))
-        elif kind == "progress":
-            out.append(ev.Progress(rank, message[1], message[2] if len(message) > 2 else None))
+            return
+        event = ev.from_message(rank, message)
+        if event is not None:
+            out.append(event)
 
     def _exited(self, state: _Rank, code: int, evidence: Optional[dict] = None) -> None:
         if not state.alive:
@@ -392,33 +376,6 @@ class RayWorkerGroup:
             self._exited(state, 1)
         else:
             self._exited(state, -signal.SIGKILL, evidence={"ray_actor_died": str(error)})
-
-    # -- output --------------------------------------------------------------------------------
-    def _on_output(self, state: _Rank, stream: str, chunk: bytes) -> None:
-        state.log.write(chunk)
-        data = state.partial[stream] + chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            state.partial[stream] = data
-            return
-        state.partial[stream] = data[cut + 1 :]
-        self._emit(state, stream, data[: cut + 1])
-
-    def _flush_partial(self, state: _Rank) -> None:
-        for stream, data in state.partial.items():
-            if data:
-                state.partial[stream] = b""
-                self._emit(state, stream, data + b"\n")
-
-    def _emit(self, state: _Rank, stream: str, data: bytes) -> None:
-        lines = data.decode("utf-8", "replace").splitlines()
-        state.tail.extend(lines)
-        if self._echo:
-            prefix = f"[rank {state.spec.rank} node {state.place.node_rank}] "
-            target = self._out[stream]
-            target.write("".join(prefix + line + "\n" for line in lines))
-            target.flush()
-
 
 def _unavailable(error: BaseException) -> bool:
     import ray

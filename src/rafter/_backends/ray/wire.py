@@ -9,10 +9,11 @@ same as :class:`rafter._worker.channel.Channel`, so a worker's channel is simply
 
 from __future__ import annotations
 
-import pickle
 import socket
 import struct
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
+
+from rafter._backends.frames import FrameReader, frame  # noqa: F401  - the frames of this wire
 
 MAGIC = b"RFT1"
 TOKEN_BYTES = 16
@@ -39,13 +40,6 @@ def parse_handshake(data: bytes, token: bytes) -> Optional[Tuple[int, bytes]]:
     return (rank, kind) if kind in (CONTROL, CHANNEL) else None
 
 
-def frame(message: tuple) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    if len(data) > 0x7FFFFFFF:
-        return struct.pack("!i", -1) + struct.pack("!Q", len(data)) + data
-    return struct.pack("!i", len(data)) + data
-
-
 def connect(host: str, port: int, token: bytes, rank: int, kind: bytes, timeout: float = 30.0) -> socket.socket:
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.settimeout(None)
@@ -53,37 +47,3 @@ def connect(host: str, port: int, token: bytes, rank: int, kind: bytes, timeout:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.sendall(handshake(token, rank, kind))
     return sock
-
-
-class FrameReader:
-    """Non-blocking reader of frames from one socket: ``read()`` returns the messages complete so far."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-        self.eof = False
-
-    def read(self) -> List[tuple]:
-        try:
-            chunk = self.sock.recv(1 << 20)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.eof = True
-        self.buf += chunk
-        messages = []
-        while len(self.buf) >= 4:
-            size = struct.unpack("!i", self.buf[:4])[0]
-            start = 4
-            if size == -1:
-                if len(self.buf) < 12:
-                    break
-                size = struct.unpack("!Q", self.buf[4:12])[0]
-                start = 12
-            if len(self.buf) < start + size:
-                break
-            messages.append(pickle.loads(self.buf[start : start + size]))
-            self.buf = self.buf[start + size :]
-        return messages
