@@ -107,6 +107,7 @@ DRIVER = textwrap.dedent(
             with tempfile.TemporaryDirectory() as d:
                 torch.save(step, os.path.join(d, "s.pt"))
                 train.report({"step": step}, checkpoint=Checkpoint.from_directory(d))
+            torch.distributed.barrier()  # both ranks reported this step before rank 0 says so
             if train.get_context().get_world_rank() == 0:
                 print("STEP", step, flush=True)
             if step == 4 and len(sys.argv) > 2:
