@@ -27,7 +27,7 @@ class FrameReader:
 
     def read(self) -> List[tuple]:
         try:
-            chunk = self.sock.recv(1 << 20)
+            chunk = self.sock.recv(65536)  # under malloc's mmap threshold: no map/unmap per message
         except (BlockingIOError, InterruptedError):
             return []
         except OSError:

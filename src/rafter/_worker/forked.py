@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import io
 import os
 import signal
@@ -32,6 +33,11 @@ def preload() -> None:
 
     import rafter._worker.bootstrap  # noqa: F401
     import rafter.train.torch  # noqa: F401
+
+    # Move everything imported so far out of the garbage collector's sight: the workers' collections
+    # then skip torch's tens of thousands of module objects, and don't touch (and so copy) their pages.
+    gc.collect()
+    gc.freeze()
 
 
 def enter(close_fds: Iterable[int], stdout_fd: int, stderr_fd: int) -> None:
