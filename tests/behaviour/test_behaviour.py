@@ -44,7 +44,8 @@ def reports(config):
 def test_rank_0s_reports_are_the_metrics_and_its_value_is_returned(cluster, tmp_path):
     result = fit(reports, cluster, tmp_path, "reports")
     assert result.metrics == {"step": 2, "rank": 0, "sum": 6.0, "world": N}
-    assert [m["step"] for m in result.metrics_history] == [0, 1, 2]
+    steps = [m["step"] for m in result.metrics_history]
+    assert steps == [0, 1, 2]
     assert result.return_value == 0 and result.error is None
 
 

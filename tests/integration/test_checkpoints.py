@@ -80,7 +80,8 @@ def test_retention_keeps_the_best_k_and_the_latest(storage_path):
                      checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="score")).fit()
     # best is #2 (0.9); the latest (#5, 0.3) is always kept even though #4 (0.7) scores higher
     assert listing(storage_path) == ["checkpoint_000002", "checkpoint_000005"]
-    assert [m["score"] for _, m in result.best_checkpoints] == [0.9, 0.3]
+    scores = [m["score"] for _, m in result.best_checkpoints]
+    assert scores == [0.9, 0.3]
     assert result.checkpoint.path.endswith("checkpoint_000005")
 
 
@@ -108,7 +109,8 @@ def test_restart_resumes_from_latest_checkpoint(storage_path):
     assert result.return_value == 3  # the second attempt started after the step-2 checkpoint
     steps = [(m["attempt"], m["step"]) for m in result.metrics_history]
     assert steps[-3:] == [(2, 3), (2, 4), (2, 5)]
-    assert [a["attempt"] for a in result.attempts] == [1, 2]
+    attempts = [a["attempt"] for a in result.attempts]
+    assert attempts == [1, 2]
     assert "transient failure at step 3" in result.attempts[0]["error"]
     assert result.attempts[1]["first_report"] == len(steps) - 3  # where the restart begins in the history
 

@@ -59,7 +59,8 @@ def test_train_function_with_and_without_config(run_config):
     assert fit(no_args, run_config=run_config(name="a")).return_value == "no-args"
     result = fit(with_config, config={"steps": 3}, run_config=run_config(name="b"))
     assert result.return_value == 3
-    assert [r["step"] for r in result.metrics_history] == [0, 1, 2]
+    steps = [r["step"] for r in result.metrics_history]
+    assert steps == [0, 1, 2]
     assert result.metrics == {"step": 2, "loss": pytest.approx(1 / 3)}  # 0-d tensor became a number
     df = result.metrics_dataframe
     assert list(df["step"]) == [0, 1, 2] and list(df.columns) == ["step", "loss"]

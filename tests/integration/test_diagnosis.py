@@ -54,7 +54,8 @@ def test_exception_on_rank_2_of_4_is_the_root_cause(tmp_path):
     consequences = str(err).split("Consequences", 1)[1]
     assert "ranks 0, 1, 3: lost the connection to a failed peer" in consequences
     assert "Likely fix:" in str(err) and "Full logs:" in str(err)
-    assert [f["rank"] for f in err.failures][0] == 2 and sorted(f["rank"] for f in err.failures) == [0, 1, 2, 3]
+    ranks = [f["rank"] for f in err.failures]
+    assert ranks[0] == 2 and sorted(ranks) == [0, 1, 2, 3]
     clone = pickle.loads(pickle.dumps(err))
     assert str(clone) == str(err) and clone.rank == 2 and clone.kind == "exception"
 
