@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import sys
@@ -157,21 +158,30 @@ def _modules_to_ship_by_value(fn: Any) -> List[types.ModuleType]:
     return [] if _importable(name, sys.path) else [module]
 
 
-def dumps_payload(fn: Any, config: Any) -> bytes:
-    """Pickle the train function and its config, or explain exactly what can't be pickled."""
-    by_value = _modules_to_ship_by_value(fn)
-    for module in by_value:
+@contextlib.contextmanager
+def _by_value(modules: List[types.ModuleType]):
+    """Pickle these modules' functions by value for the duration (leaving earlier registrations alone)."""
+    already = cloudpickle.list_registry_pickle_by_value()
+    added = [m for m in modules if m.__name__ not in already]
+    for module in added:
         cloudpickle.register_pickle_by_value(module)
     try:
-        return dumps((fn, config))
-    except Exception:  # noqa: BLE001
-        pass
+        yield
     finally:
-        for module in by_value:
+        for module in added:
             cloudpickle.unregister_pickle_by_value(module)
-    problems = find_unpicklable(config, "train_loop_config") + find_unpicklable(fn, "train_loop_per_worker")
-    if not problems:  # pickles separately but not together: report the pair
-        problems = find_unpicklable((fn, config), "(train_loop_per_worker, train_loop_config)")
+
+
+def dumps_payload(fn: Any, config: Any) -> bytes:
+    """Pickle the train function and its config, or explain exactly what can't be pickled."""
+    with _by_value(_modules_to_ship_by_value(fn)):
+        try:
+            return dumps((fn, config))
+        except Exception:  # noqa: BLE001
+            pass
+        problems = find_unpicklable(config, "train_loop_config") + find_unpicklable(fn, "train_loop_per_worker")
+        if not problems:  # pickles separately but not together: report the pair
+            problems = find_unpicklable((fn, config), "(train_loop_per_worker, train_loop_config)")
     raise SerializationError(
         "The training function or its train_loop_config",
         problems,
