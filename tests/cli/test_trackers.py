@@ -42,9 +42,12 @@ def test_tensorboard_and_mlflow_record_rank_0_metrics(tmp_path):
 
     assert glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))
     loss = scalars(str(tmp_path / "tb"), "loss")
-    assert [s for s, _v in loss] == [0, 1, 2, 3, 4]
-    assert [v for _s, v in loss] == pytest.approx([1.0, 0.5, 1 / 3, 0.25, 0.2])
-    assert [v for _s, v in scalars(str(tmp_path / "tb"), "eval/acc")] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
+    got = [s for s, _v in loss]
+    assert got == [0, 1, 2, 3, 4]
+    got = [v for _s, v in loss]
+    assert got == pytest.approx([1.0, 0.5, 1 / 3, 0.25, 0.2])
+    got = [v for _s, v in scalars(str(tmp_path / "tb"), "eval/acc")]
+    assert got == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("rafter-test")
@@ -54,7 +57,8 @@ def test_tensorboard_and_mlflow_record_rank_0_metrics(tmp_path):
     assert run.info.run_name == "tracked"
     assert run.data.tags["rafter.run_path"] == result.path
     history = client.get_metric_history(run.info.run_id, "loss")
-    assert [(m.step, m.value) for m in history] == [(i, pytest.approx(1.0 / (i + 1))) for i in range(5)]
+    got = [(m.step, m.value) for m in history]
+    assert got == [(i, pytest.approx(1.0 / (i + 1))) for i in range(5)]
     assert run.data.metrics["eval/acc"] == pytest.approx(0.4)
     assert "note" not in run.data.metrics
 
@@ -84,7 +88,8 @@ def test_job_file_callbacks_write_tensorboard_events_into_the_run_folder(tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["num_reports"] == 3
     logdir = str(tmp_path / "tb" / "tensorboard")
-    assert [s for s, _v in scalars(logdir, "loss")] == [0, 1, 2]
+    got = [s for s, _v in scalars(logdir, "loss")]
+    assert got == [0, 1, 2]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"file://{tmp_path}/mlruns")

@@ -15,13 +15,15 @@ def test_digits_classifier_learns_checkpoints_and_resumes(example, tmp_path):
     digits = example("digits_classifier")
     storage = str(tmp_path / "results")
     result = digits.run(epochs=2, storage_path=storage, name="digits")
-    assert [m["epoch"] for m in result.metrics_history] == [0, 1]
+    got = [m["epoch"] for m in result.metrics_history]
+    assert got == [0, 1]
     assert result.metrics["val_accuracy"] > 0.8
     state = torch.load(os.path.join(result.checkpoint.path, "state.pt"), weights_only=True)
     assert state["epoch"] == 1 and not any(k.startswith("module.") for k in state["model"])
 
     resumed = digits.run(epochs=3, storage_path=storage, name="digits")  # same name: resumes at epoch 2
-    assert [m["epoch"] for m in resumed.metrics_history] == [0, 1, 2]  # epochs 0-1 not trained again
+    got = [m["epoch"] for m in resumed.metrics_history]
+    assert got == [0, 1, 2]  # epochs 0-1 not trained again
     assert resumed.metrics["val_accuracy"] > 0.8
     assert torch.load(os.path.join(resumed.checkpoint.path, "state.pt"), weights_only=True)["epoch"] == 2
 
@@ -34,13 +36,15 @@ def test_llama_ddp_then_resume_with_fsdp_in_bf16(example, tmp_path):
     storage = str(tmp_path / "results")
     ddp = llama.run(SMALL, storage_path=storage, name="llama")
     first, last = ddp.metrics_history[0], ddp.metrics_history[-1]
-    assert [m["step"] for m in ddp.metrics_history] == [10, 20]
+    got = [m["step"] for m in ddp.metrics_history]
+    assert got == [10, 20]
     assert last["loss"] < first["loss"] < math.log(258)  # learning, from about ln(vocab) at random init
     assert last["tokens_per_s"] > 0
 
     # The DDP checkpoint resumes into an FSDP model (a full, plain state dict), here in bf16 on CPU.
     fsdp = llama.run({**SMALL, "steps": 30, "fsdp": True, "precision": "bf16"}, storage_path=storage, name="llama")
-    assert [m["step"] for m in fsdp.metrics_history] == [10, 20, 30]  # resumed at 20, not from 0
+    got = [m["step"] for m in fsdp.metrics_history]
+    assert got == [10, 20, 30]  # resumed at 20, not from 0
     assert math.isfinite(fsdp.metrics["loss"]) and fsdp.metrics["loss"] < first["loss"] + 0.5
     assert fsdp.checkpoint.get_metadata() == {"step": 30}
     assert ddp.metrics["precision"] == "float32" and fsdp.metrics["precision"] == "bfloat16"

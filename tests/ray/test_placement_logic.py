@@ -60,18 +60,22 @@ def test_node_views_keep_alive_nodes_head_first():
         {"NodeID": "a", "Alive": True, "NodeManagerAddress": "10.0.0.1",
          "Resources": {"CPU": 2, "node:__internal_head__": 1}},
     ]
-    assert [(v.node_id, v.label) for v in node_views(raw)] == [("a", "10.0.0.1"), ("b", "10.0.0.2")]
+    got = [(v.node_id, v.label) for v in node_views(raw)]
+    assert got == [("a", "10.0.0.1"), ("b", "10.0.0.2")]
 
 
 def test_ranks_are_contiguous_per_node_driver_node_first_and_gpus_follow_ray_train():
     slots = [Slot(0, "n2", "10.0.0.2", ["3"]), Slot(1, "n1", "10.0.0.1", ["1"]), Slot(2, "n2", "10.0.0.2", ["0"]),
              Slot(3, "n1", "10.0.0.1", ["0"])]
     places = assign_ranks(slots, driver_node_id="n1", use_gpu=True)
-    assert [(p.rank, p.bundle, p.node_rank, p.local_rank, p.local_world_size) for p in places] == [
+    got = [(p.rank, p.bundle, p.node_rank, p.local_rank, p.local_world_size) for p in places]
+    assert got == [
         (0, 3, 0, 0, 2), (1, 1, 0, 1, 2), (2, 2, 1, 0, 2), (3, 0, 1, 1, 2)]
-    assert [(p.visible_devices, p.device_index) for p in places] == [("0,1", 0), ("0,1", 1), ("0,3", 0), ("0,3", 1)]
+    got = [(p.visible_devices, p.device_index) for p in places]
+    assert got == [("0,1", 0), ("0,1", 1), ("0,3", 0), ("0,3", 1)]
     cpu = assign_ranks(slots, driver_node_id="elsewhere", use_gpu=False)
-    assert [(p.bundle, p.node_rank, p.device_index, p.visible_devices) for p in cpu] == [
+    got = [(p.bundle, p.node_rank, p.device_index, p.visible_devices) for p in cpu]
+    assert got == [
         (0, 0, None, None), (2, 0, None, None), (1, 1, None, None), (3, 1, None, None)]
 
 

@@ -79,7 +79,8 @@ def where_am_i():
 def test_ranks_are_ordered_by_node_with_contiguous_local_ranks(ray_cluster, run_config):
     result = fit(where_am_i, on_ray(run_config, name="where"), n=4)
     rows = result.metrics["ranks"]
-    assert [r[:5] for r in rows] == [[0, 0, 0, 2, 4], [1, 0, 1, 2, 4], [2, 1, 0, 2, 4], [3, 1, 1, 2, 4]]
+    got = [r[:5] for r in rows]
+    assert got == [[0, 0, 0, 2, 4], [1, 0, 1, 2, 4], [2, 1, 0, 2, 4], [3, 1, 1, 2, 4]]
     parents = [r[5] for r in rows]  # each node's workers are forked by that node's fork server
     assert parents[0] == parents[1] and parents[2] == parents[3] and parents[0] != parents[2]
     import ray
@@ -90,7 +91,8 @@ def test_ranks_are_ordered_by_node_with_contiguous_local_ranks(ray_cluster, run_
 
 def test_spread_strategy_puts_one_worker_per_node(ray_cluster, run_config):
     result = fit(where_am_i, on_ray(run_config, name="spread"), n=2, placement_strategy="STRICT_SPREAD")
-    assert [r[1:4] for r in result.metrics["ranks"]] == [[0, 0, 1], [1, 0, 1]]
+    got = [r[1:4] for r in result.metrics["ranks"]]
+    assert got == [[0, 0, 1], [1, 0, 1]]
 
 
 def test_more_cpus_than_the_cluster_has_fails_within_10s_naming_the_shortfall(ray_cluster, run_config):
