@@ -72,13 +72,15 @@ class HangMonitor:
         self.group = group
         self.attempt = attempt
         self.explicit: Optional[float] = controller.run_config.hang_timeout_s
-        start = time.time()
-        self.last: Dict[int, float] = {r: start for r in group.ranks}
+        self.start = time.time()
+        self.last: Dict[int, float] = {}  # a rank's clock starts when it says hello (start-up is not a hang)
         self.max_gap: Optional[float] = None
         self.fired = False
 
     def on_event(self, event) -> None:
         now = time.time()
+        if event.rank not in self.last and not isinstance(event, ev.Hello):
+            return
         if isinstance(event, ev.Reported):
             if self.attempt.outcomes[event.rank].reports > 1:
                 gap = now - self.last[event.rank]
@@ -96,6 +98,9 @@ class HangMonitor:
         stuck = [r for r, t in self.last.items()
                  if now - t > timeout and not self.attempt.outcomes[r].finished
                  and self.attempt.outcomes[r].exit_time is None]
+        unstarted = [r for r in self.group.ranks if r not in self.last]
+        if unstarted and now - self.start > max(timeout, BEFORE_FIRST_REPORT_S):
+            stuck += unstarted  # a start-up that never ends is a hang too
         if stuck:
             self.fired = True
             self._diagnose(now, timeout)

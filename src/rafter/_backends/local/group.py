@@ -116,6 +116,7 @@ class _Rank:
         self.pending_exit: Optional[ev.Exited] = None
         self.exit_deadline = 0.0
         self.killed_reason: Optional[str] = None
+        self.kill_pending: Optional[int] = None
 
 
 class LocalWorkerGroup:
@@ -168,9 +169,12 @@ class LocalWorkerGroup:
     def kill(self, ranks: Optional[List[int]] = None, reason: str = "stopped by rafter", sig: int = signal.SIGKILL) -> None:
         for r in self.ranks if ranks is None else ranks:
             state = self._ranks[r]
-            if not state.alive or state.pid is None:
+            if not state.alive:
                 continue
             state.killed_reason = state.killed_reason or reason
+            if state.pid is None:  # not forked yet: killed as soon as the zygote says it is
+                state.kill_pending = sig
+                continue
             try:
                 os.killpg(state.pid, sig)
             except ProcessLookupError:
@@ -243,6 +247,8 @@ class LocalWorkerGroup:
             _, rank, pid = message
             self._ranks[rank].pid = pid
             self._by_pid[pid] = rank
+            if self._ranks[rank].kill_pending is not None:
+                self.kill([rank], sig=self._ranks[rank].kill_pending)
             self._ranks[rank].output.note(f"attempt {self._ranks[rank].spec.attempt}, pid {pid}")
         elif message[0] == "exited":
             _, pid, status = message
