@@ -248,3 +248,23 @@ def test_detection_latency_from_death_to_fit_raising(tmp_path):
     latency = time.time() - float(stamp.read_text())
     assert "killed by SIGKILL" in err.first_line
     assert latency < 3.0, f"{latency:.2f} s from the worker's death to fit() raising (bench/diagnose.py has the figure)"
+
+
+def test_a_traceback_from_a_script_sent_by_value_shows_its_file_and_lines(tmp_path):
+    """Scripts, job files and notebook cells travel by value; their tracebacks keep file name and source."""
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    (folder / "by_value_train.py").write_text(
+        "def train_func():\n"
+        "    rows = [1, 2]\n"
+        "    return rows[5]  # off the end\n")
+    sys.path.insert(0, str(folder))
+    try:
+        import by_value_train
+    finally:
+        sys.path.remove(str(folder))
+    err = run(by_value_train.train_func, 1, tmp_path)
+    assert "raised IndexError: list index out of range" in err.first_line
+    text = str(err)
+    assert f'File "{folder / "by_value_train.py"}", line 3, in train_func' in text
+    assert "return rows[5]  # off the end" in text and "<dynamic-code>" not in text

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import linecache
+import os
 import sys
 import types
 from typing import Any, Iterator, List, Optional, Tuple
@@ -15,15 +17,40 @@ _MAX_DEPTH = 10
 
 
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, plus: module objects of a ModuleType *subclass* (torch's config modules, lazy
-    modules) travel by name like plain modules instead of failing to pickle."""
+    """cloudpickle, plus:
+
+    - module objects of a ModuleType *subclass* (torch's config modules, lazy modules) travel by name
+      like plain modules instead of failing to pickle;
+    - code shipped by value (scripts, job files, notebook cells) keeps its file name, and its source
+      travels with it, so a traceback in a worker shows ``File "train.py", line 7`` and the line itself
+      (cloudpickle 3.1 renames every such code object ``<dynamic-code>``)."""
 
     def reducer_override(self, obj):
         if isinstance(obj, types.ModuleType) and type(obj) is not types.ModuleType:
             name = getattr(obj, "__name__", None)
             if name and sys.modules.get(name) is obj:
                 return importlib.import_module, (name,)
+        if isinstance(obj, types.CodeType):
+            return _code_reduce(obj)
         return super().reducer_override(obj)
+
+
+def _code_reduce(code: types.CodeType):
+    make, args = cloudpickle.cloudpickle._code_reduce(code)
+    args = list(args)
+    args[args.index("<dynamic-code>")] = code.co_filename
+    # The same list object for every code object of a file: pickle's memo sends it once.
+    lines = linecache.getlines(code.co_filename)
+    return _code_with_source, (tuple(args), code.co_filename, lines)
+
+
+def _code_with_source(args: tuple, filename: str, lines: List[str]) -> types.CodeType:
+    """Rebuild a code object and make its source readable to ``linecache`` (tracebacks, stack dumps),
+    unless this machine has the file itself. Runs when a payload is unpickled in a worker."""
+    if lines and filename not in linecache.cache and not os.path.exists(filename):
+        # mtime None: linecache.checkcache keeps the entry (there is no file to compare with).
+        linecache.cache[filename] = (sum(map(len, lines)), None, list(lines), filename)
+    return types.CodeType(*args)
 
 
 def dumps(obj: Any) -> bytes:
@@ -115,10 +142,19 @@ def find_unpicklable(obj: Any, root: str) -> List[Tuple[str, str, str]]:
 
 
 class SerializationError(TypeError):
-    """Something rafter must send between processes can't be pickled."""
+    """Something rafter must send between processes can't be pickled.
 
-    def __init__(self, what: str, problems: List[Tuple[str, str, str]], fix: str) -> None:
-        lines = [f"{what} can't be pickled, so rafter can't send it to the workers:"]
+    The first line names the first part that can't be pickled and its type; every part follows."""
+
+    def __init__(self, what: str, problems: List[Tuple[str, str, str]], fix: str,
+                 destination: str = "the workers") -> None:
+        if problems:
+            path, type_name, _ = problems[0]
+            more = f" (and {len(problems) - 1} more, below)" if len(problems) > 1 else ""
+            lines = [f"{path} ({type_name}) can't be pickled{more}, so rafter can't send {what} to "
+                     f"{destination}:"]
+        else:
+            lines = [f"{what} can't be pickled, so rafter can't send it to {destination}:"]
         for path, type_name, error in problems:
             lines.append(f"  {path}: {type_name}  ({error})")
         lines.append(f"Fix: {fix}")
@@ -183,7 +219,7 @@ def dumps_payload(fn: Any, config: Any) -> bytes:
         if not problems:  # pickles separately but not together: report the pair
             problems = find_unpicklable((fn, config), "(train_loop_per_worker, train_loop_config)")
     raise SerializationError(
-        "The training function or its train_loop_config",
+        "the train function and its train_loop_config",
         problems,
         "create these objects inside the train function (open files, locks, generators, "
         "loaders and clients there), and pass only plain data (paths, numbers, strings) in train_loop_config.",
@@ -195,7 +231,8 @@ def dumps_return_value(value: Any) -> bytes:
         return dumps(value)
     except Exception:  # noqa: BLE001
         raise SerializationError(
-            "The train function's return value",
+            "the train function's return value",
             find_unpicklable(value, "return_value"),
             "return plain data (numbers, strings, CPU tensors, state dicts) from the train function.",
+            destination="the driver",
         ) from None
