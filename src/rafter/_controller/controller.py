@@ -90,7 +90,10 @@ class Controller:
 
     # ------------------------------------------------------------------------------------------
     def fit(self) -> Result:
-        setup_driver_logging()
+        logging_config = self.run_config.logging_config
+        setup_driver_logging(logging_config.log_level if logging_config else None)
+        if logging_config is not None and not logging_config.echo_worker_output:
+            self.echo = False
         payload = dumps_payload(self.train_fn, self.train_loop_config)  # fails here, naming what can't pickle
         backend = choose_backend(self.run_config)
         num_threads = backend.check_resources(self.scaling)
@@ -142,6 +145,8 @@ class Controller:
         import sys
 
         env = backend.worker_env()
+        # Libraries that size thread pools from OMP_NUM_THREADS get the worker's CPU share, not the machine.
+        env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS") or str(max(1, num_threads)))
         if self.backend_name == "nccl":
             env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         specs = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Optional
 
 logger = logging.getLogger("rafter")
 
@@ -20,11 +21,16 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
-def setup_driver_logging() -> None:
+def setup_driver_logging(level: Optional[str] = None) -> None:
+    """``level``: ``LoggingConfig(log_level)`` when the user gave one. Without it, a level the user set on
+    the ``rafter`` logger stands; INFO when nobody set one and rafter prints its own lines."""
+    if level is not None:
+        logger.setLevel(level)
     if logger.handlers or logging.getLogger().handlers:
-        return
+        return  # the user configured logging: their handlers and levels decide
     handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("[rafter] %(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
     logger.propagate = False

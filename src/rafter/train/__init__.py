@@ -6,7 +6,7 @@
 
 from rafter.train._callback import Callback
 from rafter.train._checkpoint import Checkpoint
-from rafter.train._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from rafter.train._config import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from rafter.train._context import TrainContext, get_checkpoint, get_context, report
 from rafter.train._errors import ControllerError, TrainingFailedError, WorkerGroupError
 from rafter.train._result import Result
@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointConfig",
     "ControllerError",
     "FailureConfig",
+    "LoggingConfig",
     "Result",
     "RunConfig",
     "ScalingConfig",

@@ -154,6 +154,27 @@ class CheckpointConfig:
             )
 
 
+@dataclass
+class LoggingConfig:
+    """How much rafter says on the driver's console.
+
+    Attributes:
+        log_level: level of the ``rafter`` logger ("DEBUG", "INFO", "WARNING", ...). Without a
+            LoggingConfig, a level you set yourself (``logging.getLogger("rafter").setLevel(...)``) stands.
+        echo_worker_output: print each worker's stdout/stderr on the driver, prefixed ``[rank N]``
+            (rafter's extension; the rank logs in the run folder are written either way).
+    """
+
+    log_level: str = "INFO"
+    echo_worker_output: bool = True
+
+    def __post_init__(self) -> None:
+        names = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        if not isinstance(self.log_level, str) or self.log_level.upper() not in names + ("WARN", "FATAL"):
+            raise ValueError(f"LoggingConfig(log_level={self.log_level!r}): expected one of {', '.join(names)}.")
+        self.log_level = self.log_level.upper()
+
+
 def _default_run_name() -> str:
     return "rafter_run-" + datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -176,6 +197,8 @@ class RunConfig:
             hung, every rank's stack is dumped and the run fails. None: derived from observed step times.
         memory_threshold: fraction of the machine's memory in use at which rafter stops the largest
             worker (reported as out of memory) instead of letting the kernel pick a victim.
+        logging_config: see :class:`LoggingConfig`; None leaves the ``rafter`` logger's level as you set
+            it (INFO if you didn't) and echoes worker output.
     """
 
     name: Optional[str] = None
@@ -187,6 +210,7 @@ class RunConfig:
     cluster_address: Optional[str] = None
     hang_timeout_s: Optional[float] = None
     memory_threshold: float = 0.95
+    logging_config: Optional[LoggingConfig] = None
     verbose: int = field(default=1, repr=False)
 
     def __post_init__(self) -> None:
@@ -203,6 +227,9 @@ class RunConfig:
             self.checkpoint_config = CheckpointConfig()
         if self.callbacks is None:
             self.callbacks = []
+        if self.logging_config is not None and not isinstance(self.logging_config, LoggingConfig):
+            raise TypeError(f"RunConfig(logging_config=...): expected a LoggingConfig, got "
+                            f"{type(self.logging_config).__name__}.")
         if self.cluster not in ("auto", "local", "ray"):
             raise ValueError(f"RunConfig(cluster={self.cluster!r}): expected 'auto', 'local' or 'ray'.")
         if self.hang_timeout_s is not None and (not _is_number(self.hang_timeout_s) or self.hang_timeout_s <= 0):
