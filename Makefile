@@ -1,23 +1,33 @@
 # Two commands for a fresh machine (see README):  make quickstart   and   make test
+# One environment, .venv, that grows: `quickstart` installs the user install only (rafter with its cli
+# extra: torch plus a few small packages); `test` adds what the test suite needs (the dev extra, Ray).
+# torch is pinned by constraints-dev.txt (the library itself declares torch>=2.4).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.rafter-installed
+PIP := $(BIN)/python -m pip install -q -c constraints-dev.txt
+USER_STAMP := $(VENV)/.rafter-user
+DEV_STAMP := $(VENV)/.rafter-dev
 
-$(STAMP): pyproject.toml constraints-dev.txt
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints-dev.txt -e ".[dev,ray]"
-	touch $(STAMP)
+
+$(USER_STAMP): pyproject.toml constraints-dev.txt | $(BIN)/python
+	$(PIP) -e ".[cli]"
+	touch $@
+
+$(DEV_STAMP): $(USER_STAMP)
+	$(PIP) -e ".[cli,dev,ray]"
+	touch $@
 
 .PHONY: venv quickstart test bench
-venv: $(STAMP)
+venv: $(USER_STAMP)
 
-quickstart: $(STAMP)
+quickstart: $(USER_STAMP)
 	$(BIN)/python examples/quickstart.py
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -ra tests
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/launch.py
