@@ -88,8 +88,18 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_job_fails_before_anything_starts(case, tmp_path, write, home):
+def run_in_process(args, cwd, home, capsys, monkeypatch):
+    """``rafter ARGS`` run by ``main()`` in this interpreter: (exit code, stdout, stderr)."""
+    from rafter._cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", home["HOME"])
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _setup(case, tmp_path, write):
     name, text, files, extra, fragments = case
     write("funcs.py", FUNCS_PY)
     for file_name, content in files.items():
@@ -98,16 +108,36 @@ def test_bad_job_fails_before_anything_starts(case, tmp_path, write, home):
         (tmp_path / "job.yaml").mkdir()
     elif text is not None:
         write("job.yaml", text)
-    proc = rafter("run", "job.yaml", *extra, cwd=tmp_path, env=home)
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    err = proc.stderr
+    return extra, fragments
+
+
+def _assert_one_job_error(code, out, err, fragments, tmp_path):
+    assert code == 2, (out, err)
     for fragment in fragments:
         assert fragment in err, f"{fragment!r} not in:\n{err}"
     assert err.count("rafter: invalid job") == 1, err  # one error, said once
     assert "fix:" in err, err
     assert "Traceback" not in err, err
-    assert proc.stdout == ""
+    assert out == ""
     assert not (tmp_path / "home" / "rafter_results").exists()  # nothing started
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_job_fails_before_anything_starts(case, tmp_path, write, home, capsys, monkeypatch):
+    extra, fragments = _setup(case, tmp_path, write)
+    code, out, err = run_in_process(["run", "job.yaml", *extra], tmp_path, home, capsys, monkeypatch)
+    _assert_one_job_error(code, out, err, fragments, tmp_path)
+
+
+# The same, through a real ``python -m rafter`` for a few: the exit code and stderr of the real command.
+SUBPROCESS_CASES = [c for c in CASES if c[0] in ("missing_file", "train_import_error", "num_workers_zero")]
+
+
+@pytest.mark.parametrize("case", SUBPROCESS_CASES, ids=[c[0] for c in SUBPROCESS_CASES])
+def test_bad_job_exit_code_from_the_real_command(case, tmp_path, write, home):
+    extra, fragments = _setup(case, tmp_path, write)
+    proc = rafter("run", "job.yaml", *extra, cwd=tmp_path, env=home)
+    _assert_one_job_error(proc.returncode, proc.stdout, proc.stderr, fragments, tmp_path)
 
 
 def test_check_reports_a_bad_file_with_exit_code_2(tmp_path, write, home):

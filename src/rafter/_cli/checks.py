@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence
 
-import yaml
-
 from rafter._cli import schema
 from rafter._cli.errors import ConfigError, describe_type, did_you_mean, fix_for, inline, snippet
+from rafter._cli.yamlread import LimitError, load_value
 
 DEFAULT_ORIGIN = "default"
 
@@ -99,8 +98,8 @@ def check_value(path: str, f: schema.Field, value: Any, source: str) -> None:
         hint = ""
         if isinstance(value, str) and f.kind in ("int", "number", "bool"):
             try:
-                reread = yaml.safe_load(value)
-            except yaml.YAMLError:
+                reread = load_value(value)
+            except LimitError:
                 reread = None
             if _type_ok(f.kind, reread):
                 hint = " (it is quoted; remove the quotes)"

@@ -168,9 +168,15 @@ def _reachable(address: str, timeout_s: float = 3.0) -> None:
 
 
 def _check_storage(job, report: Report) -> None:
+    from rafter._controller.storage_check import check_storage
     from rafter._storage import Storage
 
     root = job.configs["run_kwargs"].get("storage_path") or os.path.join(os.path.expanduser("~"), "rafter_results")
+    try:
+        check_storage(root)
+    except ValueError as exc:
+        report.add(FAIL, "storage", str(exc))
+        return
     try:
         storage = Storage(root)
     except Exception as exc:  # noqa: BLE001 - e.g. an fsspec protocol that is not installed

@@ -36,14 +36,14 @@ def check_local_resources(job: Job) -> Optional[int]:
     except ValueError as exc:
         error = translate(exc, "scaling", job.values, job.origin)
         s = job.scaling
-        if s.custom_resources:
-            path, fix = "scaling.resources_per_worker", (
-                f"remove {', '.join(sorted(s.custom_resources))} from scaling.resources_per_worker, or run on a "
-                f"Ray cluster: cluster: ray")
-        elif s.gpus_per_worker and "GPU" in str(exc):
+        if getattr(exc, "field", None) == "num_workers":
             path, fix = "scaling.num_workers", (
                 "ask for the GPUs this machine has (rafter check shows them), use_gpu: false, or run on a Ray "
                 "cluster: cluster: ray")
+        elif s.custom_resources:
+            path, fix = "scaling.resources_per_worker", (
+                f"remove {', '.join(sorted(s.custom_resources))} from scaling.resources_per_worker, or run on a "
+                f"Ray cluster: cluster: ray")
         else:
             path, fix = "scaling.resources_per_worker", "ask for less memory per worker: resources_per_worker.memory"
         raise ConfigError(error.problem, source=job.origin(path), path=path, value=job.get(path), has_value=True,
@@ -84,12 +84,15 @@ def run_command(args) -> int:
 
 
 def _fit(job: Job, args) -> int:
+    from rafter._cli import schema
     from rafter._cli.progress import ProgressCallback
+    from rafter._cli.translate import translate
     from rafter._cli.summary import describe, print_json, result_json
     from rafter._controller.run_state import IncompatibleRunError
     from rafter._storage import Storage
     from rafter._util.pickling import SerializationError
     from rafter.train import Result, TrainingFailedError
+    from rafter.train._validation import ConfigValueError
 
     stack = contextlib.ExitStack()
     real_stdout = sys.stdout
@@ -121,6 +124,10 @@ def _fit(job: Job, args) -> int:
         path = "run.name" if isinstance(exc, IncompatibleRunError) else "train_loop_config"
         err = ConfigError(str(exc), source=job.origin(path), path=path, fix=fix)
         print(f"rafter: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigValueError as exc:  # raised by fit() before any worker starts (storage, resources)
+        section = schema.section_of_class(exc.config) or "run"
+        print(f"rafter: {translate(exc, section, job.values, job.origin)}", file=sys.stderr)
         return EXIT_CONFIG
     except (ValueError, ConnectionError) as exc:  # raised by fit() before any worker starts (cluster checks)
         print(f"rafter: the run could not start: {exc}", file=sys.stderr)

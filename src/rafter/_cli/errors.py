@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import difflib
 from typing import Any, Iterable, Optional
 
@@ -58,14 +57,6 @@ def inline(value: Any) -> str:
     if text.endswith("\n..."):
         text = text[: -len("\n...")]
     return text.replace("\n...", "").strip()
-
-
-def python_literal_to_yaml(text: str) -> str:
-    """``'max'`` -> ``max``, ``True`` -> ``true``, ``{'GPU': 1}`` -> ``{GPU: 1}``; other text unchanged."""
-    try:
-        return inline(ast.literal_eval(text))
-    except (ValueError, SyntaxError):
-        return text
 
 
 def snippet(path: str, value: Any) -> str:

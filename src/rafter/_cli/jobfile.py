@@ -17,23 +17,7 @@ from rafter._cli.checks import DEFAULT_ORIGIN, check_keys, check_types, origin_o
 from rafter._cli.errors import ConfigError, describe_type
 from rafter._cli.overrides import apply_set, expand_env
 from rafter._cli.translate import construct
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} appears twice (first at line {seen[key] + 1})", key_node.start_mark
-                )
-            try:
-                seen[key] = key_node.start_mark.line
-            except TypeError:  # an unhashable key; SafeLoader reports it itself
-                break
-        return super().construct_mapping(node, deep=deep)
+from rafter._cli.yamlread import LimitError, NotAFileError, load, read_text
 
 
 @dataclass
@@ -90,17 +74,20 @@ class Job:
 # -- reading ------------------------------------------------------------------------------------
 def read_file(path: str) -> Dict[str, Any]:
     fix_path = "give the path of a YAML job file, e.g. rafter run examples/quickstart.yaml"
-    if not os.path.exists(path):
-        raise ConfigError(f"no such file: {os.path.abspath(path)}", source=path, fix=fix_path)
-    if os.path.isdir(path):
-        raise ConfigError(f"{path} is a folder, not a job file", source=path, fix=fix_path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_text(path)
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {os.path.abspath(path)}", source=path, fix=fix_path) from None
+    except NotAFileError as exc:
+        raise ConfigError(str(exc), source=path, fix=fix_path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"can't read the file: {exc}", source=path, fix=fix_path) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = load(text)
+    except LimitError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(f"the file can't be a job: {exc.problem} (at line {mark.line + 1})", source=path,
+                          fix=exc.fix) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -6,11 +6,10 @@ import os
 import re
 from typing import Any, Dict, Tuple
 
-import yaml
-
 from rafter._cli import schema
 from rafter._cli.checks import unknown_key
 from rafter._cli.errors import ConfigError, describe_type, inline
+from rafter._cli.yamlread import LimitError, load_value
 
 _ENV = re.compile(r"\$\$(?=\{)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
@@ -52,8 +51,8 @@ def expand_env(value: Any, path: str, source: str) -> Any:
     result = _ENV.sub(replace, value)
     if whole and _typed(path.split("[")[0]):
         try:
-            loaded = yaml.safe_load(result) if result.strip() else None
-        except yaml.YAMLError:
+            loaded = load_value(result)
+        except LimitError:
             return result
         if loaded is None or isinstance(loaded, (bool, int, float)):
             return loaded
@@ -69,9 +68,10 @@ def parse_set(flag: str) -> Tuple[str, Any]:
             source=f"--set {flag}", fix="--set scaling.num_workers=8",
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = load_value(raw)
+    except LimitError as exc:
+        raise ConfigError(f"the value can't be read: {exc.problem}", source=f"--set {flag}",
+                          fix="give a plain value, e.g. --set scaling.num_workers=8") from None
     return key, value
 
 

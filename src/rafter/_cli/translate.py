@@ -1,38 +1,27 @@
-"""Build the config objects from a job's values, re-saying their ``ValueError`` in job-file terms.
+"""Build the config objects from a job's values, re-saying their errors in job-file terms.
 
-The classes check ranges and combinations (``ScalingConfig(num_workers=0): ...``); this module
-turns such a message into the key path, the value and the fix in the notation of the job file and
-``--set`` (``scaling.num_workers=4``).
+The classes check ranges and combinations and raise ``ConfigValueError``, which carries the class, the
+argument, the value and an example as fields (``ScalingConfig``, ``num_workers``, 0, 4). This module
+says the same facts as the job's key path, its value and the fix in the notation of the job file and
+``--set`` (``scaling.num_workers=4``). Nothing here parses message text.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Dict, Optional
 
 from rafter._cli import schema
-from rafter._cli.errors import ConfigError, fix_for, python_literal_to_yaml
+from rafter._cli.errors import ConfigError, fix_for, inline
+from rafter.train._validation import ConfigValueError, short_repr
 
 # RunConfig's keyword -> the job file's top-level key, for the two that live at the top.
 _RUN_TOP = {"cluster": "cluster", "cluster_address": "address"}
-_HEAD = re.compile(r"^(\w+)\((\w+)")
 
 
-def _skip_call(message: str) -> str:
-    """``"ScalingConfig(x={'a': 1}) with y: z"`` -> ``"with y: z"`` (balanced parentheses)."""
-    start = message.find("(")
-    depth = 0
-    for i in range(start, len(message)):
-        if message[i] == "(":
-            depth += 1
-        elif message[i] == ")":
-            depth -= 1
-            if depth == 0:
-                return message[i + 1:].lstrip(":").strip()
-    return message
-
-
-def _key_path(section: str, attr: str) -> Optional[str]:
+def key_path(section: Optional[str], attr: str) -> Optional[str]:
+    """``("scaling", "num_workers")`` -> ``"scaling.num_workers"``; None for an argument jobs don't have."""
+    if section is None:
+        return None
     if attr in schema.SECTIONS[section][1]:
         return f"{section}.{attr}"
     if section == "run" and attr in _RUN_TOP:
@@ -40,45 +29,33 @@ def _key_path(section: str, attr: str) -> Optional[str]:
     return None
 
 
-def _say_in_job_terms(text: str, section: str) -> str:
-    """``ScalingConfig(num_workers=4)`` and ``use_gpu=True`` -> ``scaling.num_workers=4``, ``scaling.use_gpu=true``."""
-
-    def call(m: re.Match) -> str:
-        sec = schema.section_of_class(m.group(1))
-        path = _key_path(sec, m.group(2)) if sec else None
-        return f"{path}={python_literal_to_yaml(m.group(3))}" if path else m.group(0)
-
-    text = re.sub(r"\b(\w+Config)\((\w+)=([^()]*?)\)", call, text)
-    keys = list(schema.SECTIONS[section][1]) + (list(_RUN_TOP) if section == "run" else [])
-
-    def bare(m: re.Match) -> str:
-        path = _key_path(section, m.group(1))
-        return f"{path}={python_literal_to_yaml(m.group(2))}" if path else m.group(0)
-
-    if keys:
-        text = re.sub(r"(?<![\w.])(" + "|".join(map(re.escape, keys)) + r")=([^\s,;:]+?)(?=[\s,;:]|$)", bare, text)
-    return text
-
-
-def translate(exc: ValueError, section: str, values: Dict[str, Any], origin: Callable[[str], str]) -> ConfigError:
-    message = str(exc)
-    m = _HEAD.match(message)
-    path = None
-    if m and schema.section_of_class(m.group(1)) == section:
-        path = _key_path(section, m.group(2))
-    path = path or section
+def _value_at(values: Dict[str, Any], path: str) -> Any:
     node: Any = values
     for part in path.split("."):
         node = node.get(part) if isinstance(node, dict) else None
-    problem = _say_in_job_terms(_skip_call(message) if m else message, section)
+    return node
+
+
+def translate(exc: ValueError, section: str, values: Dict[str, Any], origin: Callable[[str], str]) -> ConfigError:
+    """One ``ConfigError`` for a config class's error; ``section`` is where the job built that class."""
+    if not isinstance(exc, ConfigValueError):
+        return ConfigError(str(exc), source=origin(section), path=section)
+    own = schema.section_of_class(exc.config)
+
+    def setting(field: str, value: Any) -> str:
+        path = key_path(own, field)
+        return f"{path}={inline(value)}" if path else f"{field}={short_repr(value)}"
+
+    path = key_path(own, exc.field) or section
     f = schema.field_at(path)
     source = origin(path)
     fix = None
     if f is not None:
-        fix = f.fix or fix_for(path, f.example, source)
+        fix = f.fix or fix_for(path, exc.example if exc.has_example else f.example, source)
         if f.choices:
             fix = f"one of {', '.join(f.choices)}, e.g.\n{fix_for(path, f.choices[0], source)}"
-    return ConfigError(problem, source=source, path=path, value=node, has_value=path != section, fix=fix)
+    return ConfigError(exc.problem(setting), source=source, path=path, value=_value_at(values, path),
+                       has_value=path != section, fix=fix)
 
 
 def construct(values: Dict[str, Any], origin: Callable[[str], str]) -> Dict[str, Any]:

@@ -18,6 +18,7 @@ import cloudpickle
 from rafter._backends import events as ev
 from rafter._controller.failure_policy import should_retry
 from rafter._controller.run_state import RunState
+from rafter._controller.storage_check import check_storage
 from rafter._diagnose.hang import HangMonitor
 from rafter._diagnose.memory import MemoryMonitor
 from rafter._diagnose.verdict import RankOutcome, build_verdict
@@ -94,6 +95,7 @@ class Controller:
         setup_driver_logging(logging_config.log_level if logging_config else None)
         if logging_config is not None and not logging_config.echo_worker_output:
             self.echo = False
+        check_storage(self.run_config.storage_path)  # before anything is written: one clear error
         payload = dumps_payload(self.train_fn, self.train_loop_config)  # fails here, naming what can't pickle
         backend = choose_backend(self.run_config)
         num_threads = backend.check_resources(self.scaling)

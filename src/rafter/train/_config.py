@@ -7,19 +7,31 @@ machine or cluster (enough GPUs?) happen when ``fit()`` starts, before any proce
 from __future__ import annotations
 
 import datetime
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
+
+from rafter.train._validation import (
+    ConfigValueError,
+    check_bool,
+    check_choice,
+    check_folder_name,
+    check_instance,
+    check_optional_str,
+    check_path,
+    is_int,
+    is_number,
+    with_removed_arguments,
+)
 
 _KNOWN_RESOURCES = ("CPU", "GPU", "memory")
 _STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+CALLBACK_HOOKS = ("on_attempt_start", "after_report", "on_checkpoint", "on_failure", "on_end")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
+@with_removed_arguments("ScalingConfig", {
+    "trainer_resources": "the V2 controller needs no resources of its own; remove it",
+})
 @dataclass
 class ScalingConfig:
     """How many workers to run and what each one gets.
@@ -41,40 +53,31 @@ class ScalingConfig:
     accelerator_type: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 1:
-            raise ValueError(
-                f"ScalingConfig(num_workers={self.num_workers!r}): num_workers must be a positive int, "
-                f"e.g. ScalingConfig(num_workers=4)."
-            )
-        if not isinstance(self.use_gpu, bool):
-            raise ValueError(f"ScalingConfig(use_gpu={self.use_gpu!r}): use_gpu must be True or False.")
-        if self.placement_strategy not in _STRATEGIES:
-            raise ValueError(
-                f"ScalingConfig(placement_strategy={self.placement_strategy!r}): expected one of "
-                f"{', '.join(_STRATEGIES)}."
-            )
+        name = "ScalingConfig"
+        if not is_int(self.num_workers) or self.num_workers < 1:
+            raise ConfigValueError(name, "num_workers", self.num_workers, "num_workers must be a positive int", 4)
+        check_bool(name, "use_gpu", self.use_gpu)
+        check_choice(name, "placement_strategy", self.placement_strategy, _STRATEGIES)
+        check_optional_str(name, "accelerator_type", self.accelerator_type, "A100")
         resources = self.resources_per_worker
         if resources is None:
             return
         if not isinstance(resources, dict):
-            raise ValueError(
-                f"ScalingConfig(resources_per_worker={resources!r}): expected a dict such as "
-                f'{{"CPU": 2}}.'
-            )
+            raise ConfigValueError(name, "resources_per_worker", resources, "expected a dict", {"CPU": 2})
         for key, value in resources.items():
             if not isinstance(key, str) or not key:
-                raise ValueError(f"ScalingConfig(resources_per_worker): resource name {key!r} must be a non-empty str.")
-            if not _is_number(value) or value < 0:
-                raise ValueError(
-                    f"ScalingConfig(resources_per_worker={{{key!r}: {value!r}}}): a resource amount must be "
-                    f"a number >= 0."
-                )
-        gpus = resources.get("GPU", 0)
-        if gpus and not self.use_gpu:
-            raise ValueError(
-                f"ScalingConfig(resources_per_worker={{'GPU': {gpus}}}) with use_gpu=False: set use_gpu=True "
-                f"to give workers GPUs."
-            )
+                raise ConfigValueError(name, "resources_per_worker", resources,
+                                       f"resource name {key!r} must be a non-empty str", {"CPU": 2})
+            if not is_number(value) or value < 0:
+                raise ConfigValueError(
+                    name, "resources_per_worker", resources,
+                    f"the amount of {key!r} must be a number >= 0, got {value!r}",
+                    {key: 2 if key != "memory" else 8 * 2**30})
+        if resources.get("GPU", 0) and not self.use_gpu:
+            raise ConfigValueError(
+                name, "resources_per_worker", resources,
+                "asks for GPUs while {off}: set {on} to give workers GPUs",
+                refs={"off": ("use_gpu", False), "on": ("use_gpu", True)})
 
     # Derived views -------------------------------------------------------------------------
     @property
@@ -102,13 +105,18 @@ class ScalingConfig:
 
     @property
     def total_resources(self) -> Dict[str, float]:
+        """What all workers together ask for; like Ray's, it holds no zero amounts."""
         total = {"CPU": self.cpus_per_worker * self.num_workers, "GPU": self.gpus_per_worker * self.num_workers}
         for key, value in (self.resources_per_worker or {}).items():
             if key not in ("CPU", "GPU"):
                 total[key] = value * self.num_workers
-        return total
+        return {k: v for k, v in total.items() if v}
 
 
+@with_removed_arguments("FailureConfig", {
+    "fail_fast": "a failed worker always stops the others at once; FailureConfig(max_failures=N) sets how many "
+                 "restarts are allowed, so remove fail_fast",
+})
 @dataclass
 class FailureConfig:
     """How many worker-group failures to recover from.
@@ -121,12 +129,18 @@ class FailureConfig:
     max_failures: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < -1:
-            raise ValueError(
-                f"FailureConfig(max_failures={self.max_failures!r}): expected an int >= 0, or -1 for unlimited."
-            )
+        if not is_int(self.max_failures) or self.max_failures < -1:
+            raise ConfigValueError("FailureConfig", "max_failures", self.max_failures,
+                                   "expected an int >= 0, or -1 for unlimited", 3)
 
 
+_REPORT_IT = "report a checkpoint from the train function with rafter.train.report(metrics, checkpoint=...)"
+
+
+@with_removed_arguments("CheckpointConfig", {
+    "checkpoint_frequency": f"{_REPORT_IT} whenever you want one",
+    "checkpoint_at_end": f"{_REPORT_IT} at the end of the train function",
+})
 @dataclass
 class CheckpointConfig:
     """Which checkpoints to keep.
@@ -142,16 +156,13 @@ class CheckpointConfig:
     checkpoint_score_order: str = "max"
 
     def __post_init__(self) -> None:
-        if self.num_to_keep is not None and (
-            isinstance(self.num_to_keep, bool) or not isinstance(self.num_to_keep, int) or self.num_to_keep < 1
-        ):
-            raise ValueError(
-                f"CheckpointConfig(num_to_keep={self.num_to_keep!r}): expected an int >= 1, or None to keep all."
-            )
+        name = "CheckpointConfig"
+        if self.num_to_keep is not None and (not is_int(self.num_to_keep) or self.num_to_keep < 1):
+            raise ConfigValueError(name, "num_to_keep", self.num_to_keep, "expected an int >= 1, or None to keep all", 2)
+        check_optional_str(name, "checkpoint_score_attribute", self.checkpoint_score_attribute, "loss")
         if self.checkpoint_score_order not in ("max", "min"):
-            raise ValueError(
-                f"CheckpointConfig(checkpoint_score_order={self.checkpoint_score_order!r}): expected 'max' or 'min'."
-            )
+            raise ConfigValueError(name, "checkpoint_score_order", self.checkpoint_score_order,
+                                   "expected 'max' or 'min'")
 
 
 @dataclass
@@ -171,14 +182,58 @@ class LoggingConfig:
     def __post_init__(self) -> None:
         names = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
         if not isinstance(self.log_level, str) or self.log_level.upper() not in names + ("WARN", "FATAL"):
-            raise ValueError(f"LoggingConfig(log_level={self.log_level!r}): expected one of {', '.join(names)}.")
+            raise ConfigValueError("LoggingConfig", "log_level", self.log_level, f"expected one of {', '.join(names)}",
+                                   "INFO")
         self.log_level = self.log_level.upper()
+        check_bool("LoggingConfig", "echo_worker_output", self.echo_worker_output)
 
 
 def _default_run_name() -> str:
     return "rafter_run-" + datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def default_storage_path() -> str:
+    return os.path.join(os.path.expanduser("~"), "rafter_results")
+
+
+def check_callbacks(config: str, callbacks: Any) -> List[Any]:
+    """A list of callback objects: each one an instance with at least one of ``Callback``'s hooks."""
+    example = "[TensorBoardCallback()]"
+    if isinstance(callbacks, (str, bytes)):
+        raise ConfigValueError(
+            config, "callbacks", callbacks,
+            f"expected a list of callback objects, not a string; pass objects, e.g. callbacks={example} "
+            f"(from rafter.train.callbacks); names like 'tensorboard' are for job files")
+    if not isinstance(callbacks, (list, tuple)):
+        raise ConfigValueError(
+            config, "callbacks", callbacks,
+            f"expected a list of callback objects, got {type(callbacks).__name__}; wrap a single one in a list: "
+            f"callbacks=[{type(callbacks).__name__}()]")
+    for i, cb in enumerate(callbacks):
+        if isinstance(cb, type):
+            raise ConfigValueError(
+                config, "callbacks", callbacks,
+                f"callbacks[{i}] is the class {cb.__name__}, not an instance; pass callbacks=[{cb.__name__}()]")
+        if not any(callable(getattr(cb, hook, None)) for hook in CALLBACK_HOOKS):
+            raise ConfigValueError(
+                config, "callbacks", callbacks,
+                f"callbacks[{i}] ({type(cb).__name__}) has none of the callback hooks ({', '.join(CALLBACK_HOOKS)}); "
+                f"subclass rafter.train.Callback and override the ones you need")
+    return list(callbacks)
+
+
+_REMOVED_RUN = {
+    "verbose": "rafter prints one progress line per report; set the 'rafter' logger's level to change how much "
+               "it says",
+    "sync_config": "checkpoints are written straight to storage_path (on a cluster, storage every node can "
+                   "reach), so remove sync_config",
+    "stop": "return from the train function when it should stop",
+    "progress_reporter": "pass a callback in RunConfig(callbacks=[...]) to see each report",
+    "log_to_file": "every rank's output is always written to <storage_path>/<name>/logs/rank_<N>.log",
+}
+
+
+@with_removed_arguments("RunConfig", _REMOVED_RUN)
 @dataclass
 class RunConfig:
     """Where a run's results, checkpoints and logs go, and how it reacts to failures.
@@ -211,30 +266,29 @@ class RunConfig:
     hang_timeout_s: Optional[float] = None
     memory_threshold: float = 0.95
     logging_config: Optional[LoggingConfig] = None
-    verbose: int = field(default=1, repr=False)
 
     def __post_init__(self) -> None:
+        name = "RunConfig"
         if self.name is None:
             self.name = _default_run_name()
-        if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name in (".", ".."):
-            raise ValueError(f"RunConfig(name={self.name!r}): expected a non-empty folder name without '/'.")
+        check_folder_name(name, "name", self.name, "my_run")
         if self.storage_path is None:
-            self.storage_path = os.path.join(os.path.expanduser("~"), "rafter_results")
-        self.storage_path = os.fspath(self.storage_path)
+            self.storage_path = default_storage_path()
+        self.storage_path = check_path(name, "storage_path", self.storage_path, "~/rafter_results")
+        check_instance(name, "failure_config", self.failure_config, FailureConfig, "FailureConfig(max_failures=3)")
+        check_instance(name, "checkpoint_config", self.checkpoint_config, CheckpointConfig,
+                       "CheckpointConfig(num_to_keep=2)")
         if self.failure_config is None:
             self.failure_config = FailureConfig()
         if self.checkpoint_config is None:
             self.checkpoint_config = CheckpointConfig()
-        if self.callbacks is None:
-            self.callbacks = []
-        if self.logging_config is not None and not isinstance(self.logging_config, LoggingConfig):
-            raise TypeError(f"RunConfig(logging_config=...): expected a LoggingConfig, got "
-                            f"{type(self.logging_config).__name__}.")
-        if self.cluster not in ("auto", "local", "ray"):
-            raise ValueError(f"RunConfig(cluster={self.cluster!r}): expected 'auto', 'local' or 'ray'.")
-        if self.hang_timeout_s is not None and (not _is_number(self.hang_timeout_s) or self.hang_timeout_s <= 0):
-            raise ValueError(f"RunConfig(hang_timeout_s={self.hang_timeout_s!r}): expected a number of seconds > 0.")
-        if not _is_number(self.memory_threshold) or not 0 < self.memory_threshold <= 1:
-            raise ValueError(
-                f"RunConfig(memory_threshold={self.memory_threshold!r}): expected a fraction in (0, 1], e.g. 0.95."
-            )
+        self.callbacks = [] if self.callbacks is None else check_callbacks(name, self.callbacks)
+        check_choice(name, "cluster", self.cluster, ("auto", "local", "ray"))
+        check_optional_str(name, "cluster_address", self.cluster_address, "ray://head:10001")
+        check_instance(name, "logging_config", self.logging_config, LoggingConfig, "LoggingConfig(log_level='INFO')")
+        if self.hang_timeout_s is not None and (not is_number(self.hang_timeout_s) or self.hang_timeout_s <= 0):
+            raise ConfigValueError(name, "hang_timeout_s", self.hang_timeout_s, "expected a number of seconds > 0",
+                                   600)
+        if not is_number(self.memory_threshold) or not 0 < self.memory_threshold <= 1:
+            raise ConfigValueError(name, "memory_threshold", self.memory_threshold, "expected a fraction in (0, 1]",
+                                   0.95)

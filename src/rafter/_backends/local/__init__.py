@@ -9,6 +9,7 @@ from typing import List, Optional
 from rafter._backends.local.group import LocalWorkerGroup, Zygote
 from rafter._worker.spec import WorkerSpec
 from rafter.train._config import ScalingConfig
+from rafter.train._validation import ConfigValueError
 
 logger = logging.getLogger("rafter")
 
@@ -46,37 +47,33 @@ class LocalBackend:
 
     # -- preflight -----------------------------------------------------------------------------
     def check_resources(self, scaling: ScalingConfig) -> int:
-        """Raise ``ValueError`` for a request this machine can never meet; return torch threads per worker."""
+        """Raise ``ConfigValueError`` (a ``ValueError``) for a request this machine can never meet; return torch threads per worker."""
         unknown = sorted(scaling.custom_resources)
         if unknown:
-            raise ValueError(
+            raise ConfigValueError("ScalingConfig", "resources_per_worker", scaling.resources_per_worker, "", text=(
                 f"ScalingConfig(resources_per_worker=...) names {', '.join(map(repr, unknown))}, which the local "
                 f"backend does not know (it knows 'CPU', 'GPU' and 'memory'). Custom resources need a Ray "
-                f"cluster: RunConfig(cluster='ray')."
-            )
+                f"cluster: RunConfig(cluster='ray')."))
         n = scaling.num_workers
         if scaling.gpus_per_worker:
             have = available_gpus()
             want = scaling.gpus_per_worker * n
             if want > have:
-                raise ValueError(
+                raise ConfigValueError("ScalingConfig", "num_workers", n, "", text=(
                     f"ScalingConfig asks for {want:g} GPUs ({n} workers x {scaling.gpus_per_worker:g} GPU) but this "
                     f"machine has {have}. Use ScalingConfig(num_workers={max(have, 1) if have else n}, "
-                    f"use_gpu={bool(have)}) or run on a machine or Ray cluster with more GPUs."
-                )
+                    f"use_gpu={bool(have)}) or run on a machine or Ray cluster with more GPUs."))
             if scaling.gpus_per_worker != 1:
-                raise ValueError(
+                raise ConfigValueError("ScalingConfig", "resources_per_worker", scaling.resources_per_worker, "", text=(
                     f"ScalingConfig(resources_per_worker={{'GPU': {scaling.gpus_per_worker:g}}}): the local backend "
-                    f"gives each worker exactly one GPU."
-                )
+                    f"gives each worker exactly one GPU."))
         memory = scaling.memory_per_worker
         if memory:
             have = total_memory()
             if memory * n > have:
-                raise ValueError(
+                raise ConfigValueError("ScalingConfig", "resources_per_worker", scaling.resources_per_worker, "", text=(
                     f"ScalingConfig asks for {memory * n / 2**30:.1f} GiB of memory ({n} workers x "
-                    f"{memory / 2**30:.2f} GiB) but this machine has {have / 2**30:.1f} GiB in all."
-                )
+                    f"{memory / 2**30:.2f} GiB) but this machine has {have / 2**30:.1f} GiB in all."))
         cpus = available_cpus()
         per_worker = scaling.cpus_per_worker or 1.0
         want = per_worker * n

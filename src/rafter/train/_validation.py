@@ -1,0 +1,208 @@
+"""Argument checks for the public constructors, and ``ConfigValueError``, the error they raise.
+
+A ``ConfigValueError`` is a ``ValueError`` that knows which config object (``config``), which argument
+(``field``) and which value were wrong, what was expected, and a value that would work (``example``).
+``str()`` says it in Python terms::
+
+    ScalingConfig(num_workers=0): num_workers must be a positive int, e.g. ScalingConfig(num_workers=4).
+
+and the CLI says the same fields in job-file terms (``scaling.num_workers = 0``) without parsing the text.
+``expected`` may mention other arguments as ``{placeholders}`` filled from ``refs`` (placeholder ->
+(field, value)), so each side writes them in its own notation.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import reprlib
+import warnings
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+
+NO_EXAMPLE = object()
+NAME_MAX_BYTES = 255  # a folder name, on every filesystem rafter writes to
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 8
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)``, abridged with "..." past about 80 characters (a 300-character name stays readable)."""
+    return _SHORT.repr(value)
+
+
+def _python_setting(field: str, value: Any) -> str:
+    return f"{field}={short_repr(value)}"
+
+
+class ConfigValueError(ValueError):
+    """A bad argument to a rafter config object or function, with the facts as fields."""
+
+    def __init__(
+        self,
+        config: str,
+        field: str,
+        value: Any,
+        expected: str,
+        example: Any = NO_EXAMPLE,
+        *,
+        refs: Optional[Dict[str, Tuple[str, Any]]] = None,
+        text: Optional[str] = None,
+    ) -> None:
+        self.config = config
+        self.field = field
+        self.value = value
+        self.expected = expected
+        self.example = example
+        self.refs = dict(refs or {})
+        self.text = text  # the whole message, for checks whose sentence doesn't start with the call
+        super().__init__(self.render())
+
+    @property
+    def has_example(self) -> bool:
+        return self.example is not NO_EXAMPLE
+
+    def problem(self, setting: Callable[[str, Any], str] = _python_setting) -> str:
+        """``expected`` with its ``{refs}`` written by ``setting(field, value)`` (and the example)."""
+        if self.text is not None:
+            return self.text
+        filled = self.expected.format(**{k: setting(f, v) for k, (f, v) in self.refs.items()})
+        if self.has_example:
+            filled += f", e.g. {setting(self.field, self.example)}"
+        return filled
+
+    def render(self) -> str:
+        if self.text is not None:
+            return self.text
+
+        def call(field: str, value: Any) -> str:
+            return f"{self.config}({field}={short_repr(value)})"
+
+        head = call(self.field, self.value) if self.field else f"{self.config}()"
+        body = self.expected.format(**{k: _python_setting(f, v) for k, (f, v) in self.refs.items()})
+        if self.has_example:
+            body += f", e.g. {call(self.field, self.example)}"
+        return f"{head}: {body}."
+
+    def __reduce__(self):  # picklable (it crosses process boundaries inside errors)
+        return (_rebuild, (self.config, self.field, self.value, self.expected, self.example, self.refs, self.text))
+
+
+def _rebuild(config, field, value, expected, example, refs, text):
+    return ConfigValueError(config, field, value, expected, example, refs=refs, text=text)
+
+
+class RemovedArgumentError(DeprecationWarning, TypeError):
+    """A Ray Train V1 argument that V2 (and so rafter) removed; raised like Ray 2.60 raises it.
+
+    Both a ``DeprecationWarning`` (what Ray raises) and a ``TypeError`` (what Python raises for an unknown
+    keyword), so code written for either catches it.
+    """
+
+
+# -- checks ------------------------------------------------------------------------------------------
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_bool(config: str, field: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigValueError(config, field, value, f"{field} must be True or False")
+
+
+def check_choice(config: str, field: str, value: Any, choices: Iterable[Any], *, nullable: bool = False) -> None:
+    choices = tuple(choices)
+    if (value is None and nullable) or (isinstance(value, str) and value in choices):
+        return
+    shown = ", ".join(repr(c) for c in choices) + (" or None" if nullable else "")
+    raise ConfigValueError(config, field, value, f"expected one of {shown}", choices[0])
+
+
+def check_optional_str(config: str, field: str, value: Any, example: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value or "\x00" in value):
+        raise ConfigValueError(config, field, value, "expected a non-empty string without NUL bytes, or None",
+                               example)
+
+
+def check_instance(config: str, field: str, value: Any, cls: type, example: str) -> None:
+    """``value`` must be None or a ``cls`` (a config object passed where another is expected is caught here)."""
+    if value is None or isinstance(value, cls):
+        return
+    raise ConfigValueError(
+        config, field, value,
+        f"expected a {cls.__name__} (or None), got {type(value).__name__}; pass {field}={example}",
+    )
+
+
+def check_folder_name(config: str, field: str, value: Any, example: str) -> None:
+    """A name rafter uses as one folder: non-empty, no '/', no NUL, at most 255 bytes."""
+    problem = None
+    if not isinstance(value, str):
+        problem = f"expected a str, got {type(value).__name__}"
+    elif not value or value in (".", ".."):
+        problem = "expected a non-empty folder name without '/'"
+    elif "/" in value or "\\" in value:
+        problem = "expected a non-empty folder name without '/'"
+    elif any(ord(c) < 32 for c in value):
+        problem = "expected a folder name without NUL bytes or other control characters"
+    elif len(value.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
+        problem = (f"the name is {len(value.encode('utf-8', 'surrogatepass'))} bytes long; a folder name can be at "
+                   f"most {NAME_MAX_BYTES}")
+    if problem:
+        raise ConfigValueError(config, field, value, problem, example)
+
+
+def check_path(config: str, field: str, value: Any, example: str) -> str:
+    """A local path or a URI, as a str; refuses what no filesystem can hold ("" or a NUL byte)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigValueError(config, field, value,
+                               f"expected a folder path or URI as a str, got {type(value).__name__}", example)
+    if not value.strip():
+        raise ConfigValueError(
+            config, field, value,
+            "an empty path would mean the current folder; name the folder (\".\" for the current one) or leave "
+            "it unset for ~/rafter_results", example)
+    if "\x00" in value:
+        raise ConfigValueError(config, field, value, "a path can't contain a NUL byte", example)
+    return value
+
+
+def reject_removed(config: str, given: Dict[str, Any], removed: Dict[str, str]) -> None:
+    """Raise for the first Ray V1 argument in ``given`` that V2 removed; ``removed`` maps it to what to do."""
+    for name, instead in removed.items():
+        if name in given:
+            raise RemovedArgumentError(
+                f"{config}({name}={short_repr(given[name])}) was removed in Ray Train V2, whose API rafter follows: {instead} "
+                f"(Ray's migration guide: https://github.com/ray-project/ray/issues/49454)."
+            )
+
+
+def with_removed_arguments(config: str, removed: Dict[str, str]):
+    """Class decorator: a dataclass whose ``__init__`` refuses ``removed`` keywords with a V2 pointer."""
+
+    def decorate(cls):
+        init = cls.__init__
+
+        @functools.wraps(init)  # help() and inspect.signature still show the real arguments
+        def __init__(self, *args, **kwargs):
+            reject_removed(config, kwargs, removed)
+            init(self, *args, **kwargs)
+
+        cls.__init__ = __init__
+        return cls
+
+    return decorate
+
+
+def warn_ignored(what: str, why: str) -> None:
+    warnings.warn(f"{what} is accepted for Ray compatibility but ignored: {why}", UserWarning, stacklevel=3)
