@@ -169,13 +169,15 @@ def _reachable(address: str, timeout_s: float = 3.0) -> None:
 
 def _check_storage(job, report: Report) -> None:
     from rafter._controller.storage_check import check_storage
+    from rafter.train._validation import ConfigValueError
     from rafter._storage import Storage
 
     root = job.configs["run_kwargs"].get("storage_path") or os.path.join(os.path.expanduser("~"), "rafter_results")
     try:
         check_storage(root)
-    except ValueError as exc:
-        report.add(FAIL, "storage", str(exc))
+    except ConfigValueError as exc:
+        report.add(FAIL, "storage", f"{root} is not writable: {exc.problem()}\n"
+                                    f"Fix: run.storage_path: a folder you can write to (or --set run.storage_path=...)")
         return
     try:
         storage = Storage(root)
