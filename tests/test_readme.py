@@ -3,6 +3,8 @@
 A fenced block preceded by a marker line is handled by the marker:
   <!-- readme-test: python -->        run as a script (python), in a fresh HOME, from the repository root
   <!-- readme-test: bash -->          run with bash -e, `rafter` on PATH (this interpreter's python -m rafter)
+  <!-- readme-test: job (...) -->     a ```yaml job: saved as job.yaml beside a copy of examples/quickstart_func.py
+                                      and run with `rafter run job.yaml`
   <!-- readme-test: skip (reason) --> not run (commands that install packages or run the tests themselves)
 Unmarked ```python blocks must at least compile. Paths the README names must exist in the repository.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +57,8 @@ def readme_blocks(text: str) -> List[Block]:
 
 
 BLOCKS = readme_blocks(README.read_text())
-RUNNABLE = [b for b in BLOCKS if b.marker in ("python", "bash")]
+KINDS = {"python": "python", "bash": "bash", "job": "yaml"}  # marker -> the block's language
+RUNNABLE = [b for b in BLOCKS if b.marker in KINDS]
 
 
 def test_markers_are_known_and_match_the_block_language():
@@ -62,10 +66,10 @@ def test_markers_are_known_and_match_the_block_language():
     for b in BLOCKS:
         if b.marker is None:
             continue
-        assert b.marker in ("python", "bash", "skip"), (
-            f"README.md:{b.line}: unknown marker readme-test: {b.marker} (python, bash or skip)")
+        assert b.marker in (*KINDS, "skip"), (
+            f"README.md:{b.line}: unknown marker readme-test: {b.marker} (one of {', '.join(KINDS)}, skip)")
         if b.marker != "skip":
-            assert b.lang == b.marker, f"README.md:{b.line}: marked {b.marker} but the block is ```{b.lang}"
+            assert b.lang == KINDS[b.marker], f"README.md:{b.line}: marked {b.marker} but the block is ```{b.lang}"
 
 
 def test_unmarked_python_blocks_compile():
@@ -112,10 +116,21 @@ def test_readme_block_runs(block, tmp_path, bin_dir):
                PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     src = str(ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    script = tmp_path / f"readme_line{block.line}.{'py' if block.marker == 'python' else 'sh'}"
+    cwd = ROOT
+    if block.marker == "python":
+        script = tmp_path / f"readme_line{block.line}.py"
+        cmd = [sys.executable, str(script)]
+    elif block.marker == "bash":
+        script = tmp_path / f"readme_line{block.line}.sh"
+        cmd = ["bash", "-eo", "pipefail", str(script)]
+    else:
+        cwd = tmp_path / "job"
+        cwd.mkdir()
+        shutil.copy(ROOT / "examples" / "quickstart_func.py", cwd)
+        script = cwd / "job.yaml"
+        cmd = [sys.executable, "-m", "rafter", "run", str(script)]
     script.write_text(block.text)
-    cmd = [sys.executable, str(script)] if block.marker == "python" else ["bash", "-eo", "pipefail", str(script)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, (
         f"README.md:{block.line}: the ```{block.lang} block failed (exit {proc.returncode}) when run as written\n"

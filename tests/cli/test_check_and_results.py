@@ -74,5 +74,5 @@ def test_check_on_ray_without_a_reachable_cluster_is_a_problem(tmp_path, write):
                             f"run: {{storage_path: {tmp_path}}}\n")
     proc = rafter("check", job, env={"RAY_ADDRESS": ""})
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert ("✗ Ray" in proc.stdout and ("pip install 'rafter[ray]'" in proc.stdout
+    assert ("✗ Ray" in proc.stdout and ("pip install 'rafter-train[ray]'" in proc.stdout
                                         or "can't connect to the Ray cluster at 127.0.0.1:1" in proc.stdout))

@@ -131,7 +131,7 @@ def _check_ray(job, report: Report) -> None:
     try:
         import ray
     except ImportError:
-        report.add(FAIL, "Ray", "cluster: ray, but ray is not installed here. Fix: pip install 'rafter[ray]'")
+        report.add(FAIL, "Ray", "cluster: ray, but ray is not installed here. Fix: pip install 'rafter-train[ray]'")
         return
     address = job.values.get("address") or os.environ.get("RAY_ADDRESS") or "auto"  # never start a cluster
     try:
