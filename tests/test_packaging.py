@@ -96,3 +96,26 @@ def test_installed_command_reports_its_version_and_explains_a_missing_shtab(whee
                           text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 1 and proc.stdout == ""
     assert "pip install shtab" in proc.stderr and "rafter-train[cli]" in proc.stderr, proc.stderr
+
+
+def test_readme_names_the_wheel_that_is_built(wheel):
+    assert f"dist/{wheel.name}" in (ROOT / "README.md").read_text(), (
+        f"README.md's install-from-a-wheel line should name dist/{wheel.name}")
+
+
+def _make_dry_run(target, tmp_path):
+    """The commands `make TARGET` would run in a fresh clone (no .venv yet)."""
+    clone = tmp_path / "clone"
+    clone.mkdir(exist_ok=True)
+    for name in ("Makefile", "pyproject.toml", "constraints-dev.txt"):
+        shutil.copy(ROOT / name, clone / name)
+    return _run(["make", "-n", "-C", clone, target]).stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_quickstart_installs_the_user_install_only_and_make_test_adds_the_dev_extra(tmp_path):
+    quickstart = [line for line in _make_dry_run("quickstart", tmp_path).splitlines() if "pip install" in line]
+    assert len(quickstart) == 1 and quickstart[0].endswith('-c constraints-dev.txt -e ".[cli]"'), quickstart
+    test = _make_dry_run("test", tmp_path)
+    assert '-e ".[cli,dev,ray]"' in test and "pytest" in test, test
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
