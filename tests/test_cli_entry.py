@@ -61,11 +61,15 @@ def test_zsh_completion_script(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("#compdef rafter")
     assert "completion" in proc.stdout and "--print-config" in proc.stdout
-    if shutil.which("zsh"):
-        script = tmp_path / "_rafter"
-        script.write_text(proc.stdout)
-        check = subprocess.run(["zsh", "-n", str(script)], capture_output=True, text=True, timeout=60)
+    if shutil.which("zsh"):  # as the README says: the script saved as _rafter in a folder on $fpath
+        (tmp_path / "_rafter").write_text(proc.stdout)
+        check = subprocess.run(["zsh", "-n", str(tmp_path / "_rafter")], capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stderr
+        probe = f"fpath=('{tmp_path}' $fpath); autoload -Uz compinit; compinit -u -d '{tmp_path}/zcompdump'; " \
+                "print -r -- ${_comps[rafter]}"
+        check = subprocess.run(["zsh", "-f", "-c", probe], capture_output=True, text=True, timeout=60,
+                               stdin=subprocess.DEVNULL)
+        assert (check.returncode, check.stdout) == (0, "_rafter\n"), check.stderr
 
 
 def test_completion_without_shtab_says_how_to_get_it():

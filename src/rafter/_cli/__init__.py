@@ -60,9 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     completion = commands.add_parser(
         "completion", help="print a shell completion script: source <(rafter completion bash)",
         description="Print a completion script for SHELL on stdout. bash: add `source <(rafter completion "
-                    "bash)` to ~/.bashrc; zsh: `rafter completion zsh > \"${fpath[1]}/_rafter\"`. "
-                    "Needs shtab (pip install shtab, or the cli extra).")
-    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="the shell to complete in")
+                    "bash)` to ~/.bashrc. zsh: save `rafter completion zsh` as ~/.zfunc/_rafter and put "
+                    "`fpath=(~/.zfunc $fpath)` before compinit in ~/.zshrc. Needs shtab (pip install shtab, "
+                    "or the cli extra).")
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"], metavar="SHELL", help="bash, zsh or tcsh")
     return parser
 
 
