@@ -45,8 +45,8 @@ CASES = [
     ("num_workers_word", T + "scaling:\n  num_workers: four\n", {}, [],
      ["scaling.num_workers = four", "expected an integer, got the string 'four'"]),
     ("num_workers_quoted", T + "scaling:\n  num_workers: '4'\n", {}, [], ["remove the quotes"]),
-    ("num_workers_zero", T + "scaling:\n  num_workers: 0\n", {}, [],
-     ["scaling.num_workers = 0", "num_workers must be a positive int", "scaling.num_workers=4"]),
+    ("num_workers_negative", T + "scaling:\n  num_workers: -1\n", {}, [],
+     ["scaling.num_workers = -1", "num_workers must be a positive int", "scaling.num_workers=4"]),
     ("num_workers_bool", T + "scaling:\n  num_workers: true\n", {}, [], ["expected an integer, got the boolean true"]),
     ("num_workers_null", T + "scaling:\n  num_workers: null\n", {}, [], ["can't be empty", "default, 1"]),
     ("use_gpu_word", T + "scaling:\n  use_gpu: maybe\n", {}, [], ["scaling.use_gpu = maybe", "true or false"]),
@@ -83,8 +83,8 @@ CASES = [
     ("set_unknown_key", T, {}, ["--set", "scaling.num_worker=2"],
      ["--set scaling.num_worker=2", "did you mean scaling.num_workers?", "fix: --set scaling.num_workers=2"]),
     ("set_without_value", T, {}, ["--set", "scaling.num_workers"], ["KEY=VALUE"]),
-    ("set_out_of_range", T, {}, ["--set", "scaling.num_workers=0"],
-     ["--set scaling.num_workers=0", "positive int", "fix: --set scaling.num_workers=4"]),
+    ("set_out_of_range", T, {}, ["--set", "scaling.num_workers=-1"],
+     ["--set scaling.num_workers=-1", "positive int", "fix: --set scaling.num_workers=4"]),
 ]
 
 
@@ -141,8 +141,8 @@ def test_bad_job_exit_code_from_the_real_command(case, tmp_path, write, home):
 
 
 def test_check_reports_a_bad_file_with_exit_code_2(tmp_path, write, home):
-    write("job.yaml", "train: funcs.py:steps\nscaling:\n  num_workers: 0\n")
+    write("job.yaml", "train: funcs.py:steps\nscaling:\n  num_workers: -1\n")
     write("funcs.py", FUNCS_PY)
     proc = rafter("check", "job.yaml", cwd=tmp_path, env=home)
     assert proc.returncode == 2
-    assert "✗ job file" in proc.stdout and "scaling.num_workers = 0" in proc.stdout
+    assert "✗ job file" in proc.stdout and "scaling.num_workers = -1" in proc.stdout

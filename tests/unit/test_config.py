@@ -7,7 +7,7 @@ from rafter.train.torch import TorchConfig, TorchTrainer
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        (dict(num_workers=0), "num_workers=0"),
+        (dict(num_workers=-1), "num_workers=-1"),
         (dict(num_workers=-2), "num_workers=-2"),
         (dict(num_workers=2.5), "num_workers=2.5"),
         (dict(num_workers="4"), "num_workers='4'"),

@@ -72,6 +72,17 @@ class StorageRequest:
     dest: str
 
 
+@dataclass
+class CollectiveRequest:
+    """A rank entered ``rafter.train.collective.barrier()`` or ``broadcast_from_rank_zero()`` (its
+    ``seq``-th collective call); ``data`` is rank 0's cloudpickled value for a broadcast, else None."""
+
+    rank: int
+    seq: int
+    op: str
+    data: Optional[bytes]
+
+
 def from_message(rank: int, message: tuple):
     """The event for a worker's channel message, or None for messages a backend handles itself
     (``rdzv``: rank 0's store address, which the backend forwards to the other ranks)."""
@@ -90,6 +101,9 @@ def from_message(rank: int, message: tuple):
     if kind == "storage":
         _, op, source, dest = message
         return StorageRequest(rank, op, source, dest)
+    if kind == "collective":
+        _, seq, op, data = message
+        return CollectiveRequest(rank, seq, op, data)
     if kind == "progress":
         return Progress(rank, message[1], message[2] if len(message) > 2 else None)
     return None

@@ -35,8 +35,7 @@ def stage_checkpoint(session, checkpoint, index: int, dir_name: Optional[str] = 
 
 def driver_copy(session, op: str, source: str, dest: str) -> int:
     """Have the driver copy files, for storage only the driver's process can see (memory://); waits."""
-    session.send(("storage", op, source, dest))
-    kind, count, error = session.channel.recv()
+    kind, count, error = session.request(("storage", op, source, dest))
     if error:
         raise RuntimeError(f"rafter could not {op} checkpoint files ({source} -> {dest}): {error}")
     return count

@@ -16,9 +16,11 @@ from typing import Any, Callable, Dict, List, Optional
 import cloudpickle
 
 from rafter._backends import events as ev
+from rafter._controller.collectives import CollectiveHub
 from rafter._controller.failure_policy import should_retry
 from rafter._controller.run_state import RunState
 from rafter._controller.storage_check import check_storage
+from rafter._controller.user_callbacks import UserCallbacks, worker_exceptions
 from rafter._diagnose.hang import HangMonitor
 from rafter._diagnose.memory import MemoryMonitor
 from rafter._diagnose.verdict import RankOutcome, build_verdict
@@ -86,8 +88,9 @@ class Controller:
         self.backend_name = backend_name
         self.timeout_s = timeout_s
         self.echo = echo
-        self.monitors: List[Any] = [MemoryMonitor, HangMonitor]  # per-attempt watchers (see rafter._diagnose)
+        self.monitors: List[Any] = [MemoryMonitor, HangMonitor, CollectiveHub]  # per-attempt watchers (see rafter._diagnose)
         self.fault: Optional[dict] = None  # armed by rafter.testing.inject_fault
+        self.user_callbacks: Optional[UserCallbacks] = None  # Ray's UserCallback hooks (set by TorchTrainer)
 
     # ------------------------------------------------------------------------------------------
     def fit(self) -> Result:
@@ -121,6 +124,8 @@ class Controller:
                 )
                 state.end_attempt(verdict.first_line)
                 state.notify_failure(verdict)
+                if self.user_callbacks is not None:
+                    self.user_callbacks.after_exception(worker_exceptions(attempt.outcomes, verdict))
                 if not should_retry(verdict, failures_so_far=failures, max_failures=self.run_config.failure_config.max_failures):
                     state.finish(verdict)
                     raise verdict
@@ -237,7 +242,10 @@ class Controller:
         o = attempt.outcomes[event.rank]
         if isinstance(event, ev.Reported):
             o.reports += 1
-            state.on_report(event)
+            if self.user_callbacks is not None:
+                self.user_callbacks.on_report(event, state)  # commits through state, then Ray's hooks
+            else:
+                state.on_report(event)
         elif isinstance(event, ev.Hello):
             o.pid, o.host = event.pid, event.host
         elif isinstance(event, ev.Finished):

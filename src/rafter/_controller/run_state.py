@@ -22,6 +22,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
+from rafter._controller.user_callbacks import rafter_callbacks
 from rafter._storage import Storage
 from rafter.train._config import RunConfig
 from rafter.train._result import Result
@@ -51,7 +52,7 @@ class RunState:
         self._pending: Dict[int, Dict[int, Any]] = {}
         self._pending_metrics: Dict[int, Dict[str, Any]] = {}
         self.fingerprint: Dict[str, Any] = {}
-        self.callbacks = list(run_config.callbacks or [])
+        self.callbacks = rafter_callbacks(run_config.callbacks)
         self._metrics_file = None
 
     # -- opening / resuming --------------------------------------------------------------------

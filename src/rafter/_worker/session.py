@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Optional
 
@@ -17,9 +18,18 @@ class WorkerSession:
         self.channel = channel
         self.report_index = 0
         self.start_time = time.time()
+        self.collective_seq = 0
+        self._request_lock = threading.Lock()
 
     def send(self, message: tuple) -> None:
         self.channel.send(message)
+
+    def request(self, message: tuple):
+        """Send a message the driver answers (storage copy, collective) and wait for its reply.
+        One request at a time, so replies never cross between threads."""
+        with self._request_lock:
+            self.channel.send(message)
+            return self.channel.recv()
 
 
 def set_session(session: Optional[WorkerSession]) -> None:

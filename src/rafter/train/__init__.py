@@ -4,7 +4,7 @@
 ``import rafter.train as train`` alone is enough for ``train.torch.prepare_model(...)``.
 """
 
-from rafter.train._callback import Callback
+from rafter.train._callback import Callback, UserCallback
 from rafter.train._checkpoint import Checkpoint
 from rafter.train._config import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from rafter.train._context import TrainContext, get_checkpoint, get_context, report
@@ -23,7 +23,9 @@ __all__ = [
     "ScalingConfig",
     "TrainContext",
     "TrainingFailedError",
+    "UserCallback",
     "WorkerGroupError",
+    "collective",
     "get_checkpoint",
     "get_context",
     "report",
@@ -32,8 +34,8 @@ __all__ = [
 
 
 def __getattr__(name):
-    if name == "torch":
+    if name in ("collective", "torch"):
         import importlib
 
-        return importlib.import_module("rafter.train.torch")
+        return importlib.import_module(f"rafter.train.{name}")
     raise AttributeError(f"module 'rafter.train' has no attribute {name!r}")

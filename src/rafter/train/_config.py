@@ -37,7 +37,8 @@ class ScalingConfig:
     """How many workers to run and what each one gets.
 
     Attributes:
-        num_workers: number of training processes (ranks).
+        num_workers: number of training processes (ranks). 0 is Ray's local mode: the train function runs
+            in the calling process (for debugging with pdb), or as one rank per process under torchrun.
         use_gpu: give each worker one GPU and use NCCL.
         resources_per_worker: e.g. ``{"CPU": 2, "GPU": 1, "memory": 8 * 2**30}``. ``CPU`` sets the
             worker's torch intra-op thread count (default 1); ``memory`` (bytes) is a limit rafter
@@ -54,8 +55,9 @@ class ScalingConfig:
 
     def __post_init__(self) -> None:
         name = "ScalingConfig"
-        if not is_int(self.num_workers) or self.num_workers < 1:
-            raise ConfigValueError(name, "num_workers", self.num_workers, "num_workers must be a positive int", 4)
+        if not is_int(self.num_workers) or self.num_workers < 0:
+            raise ConfigValueError(name, "num_workers", self.num_workers,
+                                   "num_workers must be a positive int (or 0: local mode, in this process)", 4)
         check_bool(name, "use_gpu", self.use_gpu)
         check_choice(name, "placement_strategy", self.placement_strategy, _STRATEGIES)
         check_optional_str(name, "accelerator_type", self.accelerator_type, "A100")

@@ -45,6 +45,12 @@ class TorchTrainer:
         self._fault = None  # a fault armed by rafter.testing.inject_fault
 
     def fit(self) -> Result:
+        from rafter._controller import local_mode
+        from rafter._controller.user_callbacks import UserCallbacks
+
+        local_mode.refuse_workers_under_torchrun(self.scaling_config.num_workers)
+        if self.scaling_config.num_workers == 0:
+            return local_mode.run(self)
         from rafter._controller.controller import Controller
 
         controller = Controller(
@@ -57,4 +63,5 @@ class TorchTrainer:
         )
         controller.monitors.extend(self._monitors)
         controller.fault = self._fault
+        controller.user_callbacks = UserCallbacks.for_run(self)
         return controller.fit()
