@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from rafter._backends import events as ev
 from rafter._controller.run_state import RunState
+from rafter._controller.storage_check import check_storage
 from rafter._util.log import setup_driver_logging
 from rafter._worker.session import WorkerSession, get_session, set_session
 from rafter._worker.spec import WorkerSpec
@@ -170,6 +171,7 @@ def run(trainer) -> Result:
             "TorchTrainer.fit() with ScalingConfig(num_workers=0) was called inside a train function that is "
             "already running; call fit() from the driver script."
         )
+    check_storage(trainer.run_config.storage_path)
     env = torchrun_env()
     peers, created_group = _join_torchrun_group(trainer) if env else (None, False)
     rank, world_size = (peers.rank, peers.world_size) if peers else (0, 1)
