@@ -12,7 +12,12 @@ DEV_STAMP := $(VENV)/.rafter-dev
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
+# TORCH_INDEX=<a PyTorch wheel index> installs torch from there first, e.g. the CPU-only build:
+#   make quickstart TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+
 $(USER_STAMP): pyproject.toml constraints-dev.txt | $(BIN)/python
+	$(if $(TORCH_INDEX),$(PIP) torch --index-url $(TORCH_INDEX))
 	$(PIP) -e ".[cli]"
 	touch $@
 

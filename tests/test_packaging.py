@@ -103,13 +103,13 @@ def test_readme_names_the_wheel_that_is_built(wheel):
         f"README.md's install-from-a-wheel line should name dist/{wheel.name}")
 
 
-def _make_dry_run(target, tmp_path):
+def _make_dry_run(target, tmp_path, *variables):
     """The commands `make TARGET` would run in a fresh clone (no .venv yet)."""
     clone = tmp_path / "clone"
     clone.mkdir(exist_ok=True)
     for name in ("Makefile", "pyproject.toml", "constraints-dev.txt"):
         shutil.copy(ROOT / name, clone / name)
-    return _run(["make", "-n", "-C", clone, target]).stdout
+    return _run(["make", "-n", "-C", clone, target, *variables]).stdout
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
@@ -119,3 +119,11 @@ def test_make_quickstart_installs_the_user_install_only_and_make_test_adds_the_d
     test = _make_dry_run("test", tmp_path)
     assert '-e ".[cli,dev,ray]"' in test and "pytest" in test, test
     assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_quickstart_can_take_torch_from_a_pytorch_index(tmp_path):
+    index = "https://download.pytorch.org/whl/cpu"
+    lines = [line for line in _make_dry_run("quickstart", tmp_path, f"TORCH_INDEX={index}").splitlines()
+             if "pip install" in line]
+    assert len(lines) == 2 and lines[0].endswith(f"-c constraints-dev.txt torch --index-url {index}"), lines
