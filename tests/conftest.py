@@ -22,9 +22,12 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def no_leaked_processes():
     """Fail a test that leaves any process of its own behind (workers, zygotes, drivers)."""
+    from rafter._backends.local import warm
+
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
     yield
+    warm.close()  # the zygote a fit() keeps warm for the next one in this process
     leftover = [p for p in me.children(recursive=True) if p.pid not in before]
     gone, alive = psutil.wait_procs(leftover, timeout=5)
     for p in alive:

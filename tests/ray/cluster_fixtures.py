@@ -46,9 +46,12 @@ def _cluster_owned(p: psutil.Process) -> bool:
 @pytest.fixture(autouse=True)
 def no_leaked_processes():
     """The global check, minus the Ray cluster's own processes (see the module docstring)."""
+    from rafter._backends.local import warm
+
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
     yield
+    warm.close()  # the zygote a fit() keeps warm for the next one in this process
     leftover = [p for p in me.children(recursive=True) if p.pid not in before and not _cluster_owned(p)]
     gone, alive = psutil.wait_procs(leftover, timeout=10)
     for p in alive:

@@ -36,7 +36,7 @@ def preload() -> None:
 
     # Move everything imported so far out of the garbage collector's sight: the workers' collections
     # then skip torch's tens of thousands of module objects, and don't touch (and so copy) their pages.
-    gc.collect()
+    # (No gc.collect() first: it freed nothing here and cost 0.12-0.15 s of every start.)
     gc.freeze()
 
 

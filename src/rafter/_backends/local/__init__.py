@@ -6,6 +6,7 @@ import logging
 import os
 from typing import List, Optional
 
+from rafter._backends.local import warm
 from rafter._backends.local.group import LocalWorkerGroup, Zygote
 from rafter._worker.spec import WorkerSpec
 from rafter.train._config import ScalingConfig
@@ -106,7 +107,7 @@ class LocalBackend:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, use_gpu: bool) -> None:
         if self._zygote is None:
-            self._zygote = Zygote(use_gpu)
+            self._zygote = warm.acquire(use_gpu, Zygote)
 
     def start_group(self, specs: List[WorkerSpec], payload: bytes, echo: bool = True) -> LocalWorkerGroup:
         assert self._zygote is not None
@@ -118,5 +119,5 @@ class LocalBackend:
 
     def shutdown(self) -> None:
         if self._zygote is not None:
-            self._zygote.close()
+            warm.release(self._zygote)  # kept for the next fit() in this process, or closed
             self._zygote = None

@@ -81,6 +81,30 @@ class Zygote:
     def spawn(self, spec: WorkerSpec, payload_path: str, fds: List[int]) -> None:
         socket.send_fds(self.sock, [pickle.dumps(("spawn", spec, payload_path))], fds)
 
+    @property
+    def pid(self) -> Optional[int]:
+        return self._pid
+
+    def alive(self) -> bool:
+        """The fork server is running and its socket is open (checked before a warm zygote is reused)."""
+        if self._pid is None or self.sock.fileno() < 0:
+            return False
+        if self._popen is not None:
+            return self._popen.poll() is None
+        try:
+            pid, _ = os.waitpid(self._pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return pid == 0
+
+    def kill_workers(self) -> bool:
+        """Ask the fork server to SIGKILL every worker it still has (before it is kept warm)."""
+        try:
+            self.sock.send(pickle.dumps(("killall",)))
+            return True
+        except OSError:
+            return False
+
     def close(self) -> None:
         try:
             self.sock.send(pickle.dumps(("shutdown",)))

@@ -2,8 +2,9 @@
 
 The zygote is a single-threaded process that has torch imported and has never touched CUDA. Each
 worker is a ``fork()`` of it: it starts in milliseconds and shares torch's pages copy-on-write.
-It is started once per ``fit()`` and serves every attempt, so a restart after a failure is as fast
-as the first start.
+It serves every attempt of a ``fit()``, so a restart after a failure is as fast as the first start,
+and is kept warm for the next ``fit()`` in the same process while it still matches the driver (see
+``warm.py``), so a notebook's or a sweep's second fit starts as fast as a restart.
 
 How the zygote itself is made (see ``start_zygote``):
 - *fork of the driver* when that is safe: Linux, the driver is single-threaded right now, CUDA is not
@@ -13,7 +14,7 @@ How the zygote itself is made (see ``start_zygote``):
   checks so that it never creates a CUDA context; workers initialise CUDA themselves, after the fork.
 
 Protocol (AF_UNIX SOCK_SEQPACKET, pickled tuples):
-  driver -> zygote: ("spawn", spec, payload_path) + fds [events, stdout, stderr];  ("shutdown",)
+  driver -> zygote: ("spawn", spec, payload_path) + fds [events, stdout, stderr];  ("killall",);  ("shutdown",)
   zygote -> driver: ("spawned", rank, pid);  ("exited", pid, wait_status)
 If the driver dies, the kernel kills the zygote (PR_SET_PDEATHSIG) and each worker dies with it.
 """
@@ -78,6 +79,9 @@ def serve(sock: socket.socket, parent_pid: int) -> None:
             message = pickle.loads(data)
             if message[0] == "shutdown":
                 break
+            if message[0] == "killall":  # between two fits: the last fit's workers go, the zygote stays
+                forked.kill_groups(children)
+                continue
             _, spec, payload_path = message
             pid = os.fork()
             if pid == 0:
