@@ -172,7 +172,7 @@ def _check_storage(job, report: Report) -> None:
     from rafter.train._validation import ConfigValueError
     from rafter._storage import Storage
 
-    root = job.configs["run_kwargs"].get("storage_path") or os.path.join(os.path.expanduser("~"), "rafter_results")
+    root = job.configs["run_kwargs"].get("storage_path") or default_storage_path()
     try:
         check_storage(root)
     except ConfigValueError as exc:

@@ -52,6 +52,19 @@ def check_local_resources(job: Job) -> Optional[int]:
         rafter_logger.disabled = was_disabled
 
 
+def check_storage(job: Job) -> None:
+    """The storage check fit() runs first, now, so that its error is said in job terms before anything starts."""
+    from rafter._controller.storage_check import check_storage as check
+    from rafter._cli.translate import translate
+    from rafter.train._config import default_storage_path
+    from rafter.train._validation import ConfigValueError
+
+    try:
+        check(job.configs["run_kwargs"].get("storage_path") or default_storage_path())
+    except ConfigValueError as exc:
+        raise translate(exc, "run", job.values, job.origin) from None
+
+
 def _output_streams(args, stack: contextlib.ExitStack):
     """Where people-facing lines go (None: nowhere); stdout is redirected for the run as the mode needs."""
     if args.json:
@@ -77,6 +90,7 @@ def run_command(args) -> int:
     try:
         if cluster_kind(job) == "local":
             check_local_resources(job)
+        check_storage(job)
     except ConfigError as exc:
         print(f"rafter: {exc}", file=sys.stderr)
         return EXIT_CONFIG

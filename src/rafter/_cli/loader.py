@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import inspect
 import os
 import sys
 import traceback
@@ -72,15 +71,13 @@ def load_function(spec: str, *, base_dirs: List[str], source: str) -> Callable:
 
 
 def _check_signature(fn: Callable, spec: str, source: str) -> None:
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return
-    required = [p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    from rafter.train._validation import required_arguments
+
+    required = required_arguments(fn) or []
     if len(required) > 1:
         raise ConfigError(
             f"the train function takes {len(required)} required arguments "
-            f"({', '.join(p.name for p in required)}); rafter calls it with one (the config) or none",
+            f"({', '.join(required)}); rafter calls it with one (the config) or none",
             source=source, path="train", value=spec, has_value=True,
             fix="define it as def train_func(config): ... and read the other values from config",
         )

@@ -10,6 +10,7 @@ import tempfile
 from typing import Any, Dict, Iterator, Optional
 
 from rafter._storage import Storage, is_uri
+from rafter.train._validation import check_checkpoint_args
 
 METADATA_FILE = ".metadata.json"
 
@@ -18,7 +19,7 @@ class Checkpoint:
     """A reference to a checkpoint folder (``path`` is a local path or a URI such as ``s3://b/run/ckpt``)."""
 
     def __init__(self, path: str, filesystem: Any = None) -> None:
-        self.path = os.fspath(path)
+        self.path = check_checkpoint_args(path, filesystem)
         if not is_uri(self.path):
             self.path = os.path.abspath(self.path)
         self._storage = Storage(self.path)

@@ -212,6 +212,11 @@ def check_callbacks(config: str, callbacks: Any) -> List[Any]:
             f"expected a list of callback objects, got {type(callbacks).__name__}; wrap a single one in a list: "
             f"callbacks=[{type(callbacks).__name__}()]")
     for i, cb in enumerate(callbacks):
+        if isinstance(cb, (str, bytes)):
+            raise ConfigValueError(
+                config, "callbacks", callbacks,
+                f"callbacks[{i}] is the string {cb!r}; in Python pass callback objects, e.g. callbacks={example} "
+                f"(from rafter.train.callbacks); names like 'tensorboard' are for job files")
         if isinstance(cb, type):
             raise ConfigValueError(
                 config, "callbacks", callbacks,
@@ -225,8 +230,7 @@ def check_callbacks(config: str, callbacks: Any) -> List[Any]:
 
 
 _REMOVED_RUN = {
-    "verbose": "rafter prints one progress line per report; set the 'rafter' logger's level to change how much "
-               "it says",
+    "verbose": "set how much rafter says with RunConfig(logging_config=LoggingConfig(log_level='WARNING'))",
     "sync_config": "checkpoints are written straight to storage_path (on a cluster, storage every node can "
                    "reach), so remove sync_config",
     "stop": "return from the train function when it should stop",

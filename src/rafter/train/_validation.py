@@ -14,11 +14,12 @@ and the CLI says the same fields in job-file terms (``scaling.num_workers = 0``)
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 import reprlib
 import warnings
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 NO_EXAMPLE = object()
 NAME_MAX_BYTES = 255  # a folder name, on every filesystem rafter writes to
@@ -65,11 +66,16 @@ class ConfigValueError(ValueError):
     def has_example(self) -> bool:
         return self.example is not NO_EXAMPLE
 
+    def _fill(self, setting: Callable[[str, Any], str]) -> str:
+        if not self.refs:  # no placeholders: braces are literal text ("{'CPU': 2}")
+            return self.expected
+        return self.expected.format(**{k: setting(f, v) for k, (f, v) in self.refs.items()})
+
     def problem(self, setting: Callable[[str, Any], str] = _python_setting) -> str:
         """``expected`` with its ``{refs}`` written by ``setting(field, value)`` (and the example)."""
         if self.text is not None:
             return self.text
-        filled = self.expected.format(**{k: setting(f, v) for k, (f, v) in self.refs.items()})
+        filled = self._fill(setting)
         if self.has_example:
             filled += f", e.g. {setting(self.field, self.example)}"
         return filled
@@ -82,7 +88,7 @@ class ConfigValueError(ValueError):
             return f"{self.config}({field}={short_repr(value)})"
 
         head = call(self.field, self.value) if self.field else f"{self.config}()"
-        body = self.expected.format(**{k: _python_setting(f, v) for k, (f, v) in self.refs.items()})
+        body = self._fill(_python_setting)
         if self.has_example:
             body += f", e.g. {call(self.field, self.example)}"
         return f"{head}: {body}."
@@ -93,6 +99,13 @@ class ConfigValueError(ValueError):
 
 def _rebuild(config, field, value, expected, example, refs, text):
     return ConfigValueError(config, field, value, expected, example, refs=refs, text=text)
+
+
+class ConfigTypeError(ConfigValueError, TypeError):
+    """An argument of the wrong type (a dict where a ``ScalingConfig`` goes, a number for a config object).
+
+    Both a ``ValueError`` (like every rafter argument check) and a ``TypeError`` (Python's convention).
+    """
 
 
 class RemovedArgumentError(DeprecationWarning, TypeError):
@@ -136,7 +149,7 @@ def check_instance(config: str, field: str, value: Any, cls: type, example: str)
     """``value`` must be None or a ``cls`` (a config object passed where another is expected is caught here)."""
     if value is None or isinstance(value, cls):
         return
-    raise ConfigValueError(
+    raise ConfigTypeError(
         config, field, value,
         f"expected a {cls.__name__} (or None), got {type(value).__name__}; pass {field}={example}",
     )
@@ -160,7 +173,11 @@ def check_folder_name(config: str, field: str, value: Any, example: str) -> None
         raise ConfigValueError(config, field, value, problem, example)
 
 
-def check_path(config: str, field: str, value: Any, example: str) -> str:
+_EMPTY_STORAGE = ("an empty path would mean the current folder; name the folder (\".\" for the current one) or "
+                  "leave it unset for ~/rafter_results")
+
+
+def check_path(config: str, field: str, value: Any, example: str, empty: str = _EMPTY_STORAGE) -> str:
     """A local path or a URI, as a str; refuses what no filesystem can hold ("" or a NUL byte)."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
@@ -168,34 +185,43 @@ def check_path(config: str, field: str, value: Any, example: str) -> str:
         raise ConfigValueError(config, field, value,
                                f"expected a folder path or URI as a str, got {type(value).__name__}", example)
     if not value.strip():
-        raise ConfigValueError(
-            config, field, value,
-            "an empty path would mean the current folder; name the folder (\".\" for the current one) or leave "
-            "it unset for ~/rafter_results", example)
+        raise ConfigValueError(config, field, value, empty, example)
     if "\x00" in value:
         raise ConfigValueError(config, field, value, "a path can't contain a NUL byte", example)
     return value
 
 
-def reject_removed(config: str, given: Dict[str, Any], removed: Dict[str, str]) -> None:
-    """Raise for the first Ray V1 argument in ``given`` that V2 removed; ``removed`` maps it to what to do."""
+MIGRATION_GUIDE = "https://github.com/ray-project/ray/issues/49454"
+
+
+def removed_in_v2(what: str, instead: str) -> RemovedArgumentError:
+    return RemovedArgumentError(f"{what} was removed in Ray Train V2, whose API rafter follows: {instead} "
+                                f"(Ray's migration guide: {MIGRATION_GUIDE}).")
+
+
+def reject_removed(config: str, given: Dict[str, Any], removed: Dict[str, str],
+                   unsupported: Optional[Dict[str, str]] = None) -> None:
+    """Raise for the first Ray V1 argument in ``given`` that V2 removed (``removed`` maps it to what to do
+    instead), or for a Ray argument rafter doesn't implement (``unsupported``)."""
     for name, instead in removed.items():
         if name in given:
+            raise removed_in_v2(f"{config}({name}={short_repr(given[name])})", instead)
+    for name, instead in (unsupported or {}).items():
+        if name in given:
             raise RemovedArgumentError(
-                f"{config}({name}={short_repr(given[name])}) was removed in Ray Train V2, whose API rafter follows: {instead} "
-                f"(Ray's migration guide: https://github.com/ray-project/ray/issues/49454)."
-            )
+                f"{config}({name}={short_repr(given[name])}) is a Ray Train argument that rafter does not support: "
+                f"{instead}.")
 
 
-def with_removed_arguments(config: str, removed: Dict[str, str]):
-    """Class decorator: a dataclass whose ``__init__`` refuses ``removed`` keywords with a V2 pointer."""
+def with_removed_arguments(config: str, removed: Dict[str, str], unsupported: Optional[Dict[str, str]] = None):
+    """Class decorator: ``__init__`` refuses ``removed`` (and ``unsupported``) keywords, saying what to do."""
 
     def decorate(cls):
         init = cls.__init__
 
         @functools.wraps(init)  # help() and inspect.signature still show the real arguments
         def __init__(self, *args, **kwargs):
-            reject_removed(config, kwargs, removed)
+            reject_removed(config, kwargs, removed, unsupported)
             init(self, *args, **kwargs)
 
         cls.__init__ = __init__
@@ -204,5 +230,33 @@ def with_removed_arguments(config: str, removed: Dict[str, str]):
     return decorate
 
 
+def required_arguments(fn: Callable) -> Optional[List[str]]:
+    """Names of ``fn``'s positional parameters without a default (None when its signature can't be read)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    return [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def takes_arguments(fn: Callable) -> Optional[bool]:
+    """Whether ``fn`` can be called with one positional argument (None when its signature can't be read)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
 def warn_ignored(what: str, why: str) -> None:
-    warnings.warn(f"{what} is accepted for Ray compatibility but ignored: {why}", UserWarning, stacklevel=3)
+    warnings.warn(f"{what} is accepted for Ray compatibility but ignored: {why}", UserWarning, stacklevel=4)
+
+
+def check_checkpoint_args(path: Any, filesystem: Any) -> str:
+    """``Checkpoint(path, filesystem)``: the path as a str; a filesystem (which rafter ignores) warns."""
+    path = check_path("Checkpoint", "path", path, "/path/to/checkpoint_folder",
+                      empty="an empty path names no folder; give the checkpoint folder's path or URI")
+    if filesystem is not None:
+        warn_ignored("Checkpoint(filesystem=...)",
+                     "rafter picks the filesystem from the path (a local path, or a URI such as s3://bucket/ckpt)")
+    return path

@@ -6,9 +6,12 @@ from typing import Any, Callable, Dict, Optional
 
 from rafter.train._config import RunConfig, ScalingConfig
 from rafter.train._result import Result
+from rafter.train._validation import with_removed_arguments
+from rafter.train.torch import _trainer_checks as checks
 from rafter.train.torch._config import TorchConfig
 
 
+@with_removed_arguments("TorchTrainer", checks.REMOVED, checks.UNSUPPORTED)
 class TorchTrainer:
     """Run ``train_loop_per_worker`` on ``scaling_config.num_workers`` workers with a torch process group.
 
@@ -25,24 +28,18 @@ class TorchTrainer:
         scaling_config: Optional[ScalingConfig] = None,
         run_config: Optional[RunConfig] = None,
     ) -> None:
-        if not callable(train_loop_per_worker):
-            raise TypeError(
-                f"TorchTrainer(train_loop_per_worker={train_loop_per_worker!r}): expected a function taking () or (config)."
-            )
+        checks.check_trainer_arguments(train_loop_per_worker, train_loop_config, torch_config, scaling_config,
+                                       run_config)
         self.train_loop_per_worker = train_loop_per_worker
         self.train_loop_config = train_loop_config
         self.torch_config = torch_config or TorchConfig()
         self.scaling_config = scaling_config or ScalingConfig()
         self.run_config = run_config or RunConfig()
-        for name, value, cls in (
-            ("scaling_config", self.scaling_config, ScalingConfig),
-            ("run_config", self.run_config, RunConfig),
-            ("torch_config", self.torch_config, TorchConfig),
-        ):
-            if not isinstance(value, cls):
-                raise TypeError(f"TorchTrainer({name}=...): expected a {cls.__name__}, got {type(value).__name__}.")
         self._monitors: list = []  # extra controller monitors (rafter.testing.ChaosMonkey)
         self._fault = None  # a fault armed by rafter.testing.inject_fault
+
+    restore = classmethod(checks.restore_removed)  # removed in Ray Train V2; raises, saying what to do
+    can_restore = classmethod(checks.can_restore_removed)
 
     def fit(self) -> Result:
         from rafter._controller import local_mode
