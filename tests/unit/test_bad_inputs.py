@@ -241,8 +241,8 @@ def test_a_config_error_is_both_a_value_error_and_for_wrong_types_a_type_error()
         RunConfig(failure_config=3)
     with pytest.raises(DeprecationWarning):  # what Ray 2.60 raises for the V1 arguments
         FailureConfig(fail_fast=True)
-    err = pytest.raises(ValueError, ScalingConfig, num_workers=0).value
-    assert (err.config, err.field, err.value, err.example) == ("ScalingConfig", "num_workers", 0, 4)
+    err = pytest.raises(ValueError, ScalingConfig, num_workers=-1).value
+    assert (err.config, err.field, err.value, err.example) == ("ScalingConfig", "num_workers", -1, 4)
 
 
 def test_settings_accepted_and_ignored_warn(tmp_path):

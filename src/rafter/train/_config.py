@@ -221,7 +221,9 @@ def check_callbacks(config: str, callbacks: Any) -> List[Any]:
             raise ConfigValueError(
                 config, "callbacks", callbacks,
                 f"callbacks[{i}] is the class {cb.__name__}, not an instance; pass callbacks=[{cb.__name__}()]")
-        if not any(callable(getattr(cb, hook, None)) for hook in CALLBACK_HOOKS):
+        from rafter.train._callback import RayTrainCallback
+
+        if not isinstance(cb, RayTrainCallback) and not any(callable(getattr(cb, h, None)) for h in CALLBACK_HOOKS):
             raise ConfigValueError(
                 config, "callbacks", callbacks,
                 f"callbacks[{i}] ({type(cb).__name__}) has none of the callback hooks ({', '.join(CALLBACK_HOOKS)}); "
