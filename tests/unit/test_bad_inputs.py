@@ -16,7 +16,16 @@ import pytest
 from rafter._cli.errors import ConfigError
 from rafter._cli.jobfile import load_job
 from rafter._cli.yamlread import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES
-from rafter.train import Callback, Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from rafter.train import (
+    Callback,
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+    report,
+)
 from rafter.train._validation import ConfigTypeError, ConfigValueError, RemovedArgumentError
 from rafter.train.torch import TorchConfig, TorchTrainer
 
@@ -158,6 +167,10 @@ API = [
     ("checkpoint_empty_path", lambda s: Checkpoint(""), CVE, "path", "''"),
     ("checkpoint_int_path", lambda s: Checkpoint(3), CVE, "path", "3"),
     ("checkpoint_nul_path", lambda s: Checkpoint("ck\x00pt"), CVE, "path", "'ck\\x00pt'"),
+    # report() (its argument checks come before the "only inside a train function" check)
+    ("report_dir_name_slash", lambda s: report({"loss": 1.0}, checkpoint_dir_name="a/b"), CVE, "checkpoint_dir_name",
+     "'a/b'"),
+    ("report_dir_name_int", lambda s: report({"loss": 1.0}, checkpoint_dir_name=5), CVE, "checkpoint_dir_name", "5"),
     ("checkpoint_missing_folder", lambda s: Checkpoint.from_directory(os.path.join(s, "nope")), FileNotFoundError,
      "from_directory", "nope"),
 ]
@@ -245,13 +258,17 @@ def test_a_config_error_is_both_a_value_error_and_for_wrong_types_a_type_error()
     assert (err.config, err.field, err.value, err.example) == ("ScalingConfig", "num_workers", -1, 4)
 
 
-def test_settings_accepted_and_ignored_warn(tmp_path):
-    with pytest.warns(UserWarning, match=r"Checkpoint\(filesystem=...\) is accepted for Ray compatibility but ignored"):
+def test_settings_accepted_and_ignored_warn_at_the_users_line(tmp_path):
+    with pytest.warns(UserWarning, match=r"Checkpoint\(filesystem=...\) is accepted for Ray compatibility but ignored") as a:
         Checkpoint(str(tmp_path), filesystem=object())
-    with pytest.warns(UserWarning, match=r"init_method='tcp'"):
+    with pytest.warns(UserWarning, match=r"init_method='tcp'") as b:
         TorchConfig(init_method="tcp")
-    with pytest.warns(UserWarning, match="train_loop_config=...\\) is ignored: no_args takes no arguments"):
+    with pytest.warns(UserWarning, match="train_loop_config=...\\) is ignored: no_args takes no arguments") as c:
         TorchTrainer(no_args, train_loop_config={"lr": 0.1})
+    with pytest.warns(UserWarning, match=r"report\(checkpoint_dir_name=...\) is accepted .* but ignored") as d:
+        with pytest.raises(RuntimeError, match="inside the training function"):  # on the driver
+            report({"loss": 1.0}, checkpoint_dir_name="best")
+    assert [w[0].filename for w in (a, b, c, d)] == [__file__] * 4
 
 
 def test_total_resources_hold_no_zero_entries():
@@ -393,3 +410,16 @@ def test_aliases_within_the_bound_still_work(tmp_path):
     path = _write_job(tmp_path, T + "train_loop_config:\n  base: &b {lr: 0.1, layers: [1, 2]}\n  copy: *b\n")
     config = load_job(path, load_train=False).values["train_loop_config"]
     assert config["copy"] == config["base"] == {"lr": 0.1, "layers": [1, 2]}
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("train_loop_config.x=&a [*a]", "alias refers to a mapping or list that contains it"),
+    ("train_loop_config.x=" + "[" * 200 + "]" * 200, f"more than {MAX_DEPTH} levels deep"),
+])
+def test_a_set_flag_is_read_with_the_same_bounds(flag, fragment, tmp_path):
+    path = _write_job(tmp_path, T)
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        load_job(path, [flag], load_train=False)
+    assert time.monotonic() - start < 2.0
+    assert fragment in str(info.value) and "--set train_loop_config.x=" in str(info.value), str(info.value)

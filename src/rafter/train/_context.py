@@ -10,6 +10,7 @@ import time
 from typing import Any, Dict, Optional
 
 from rafter._worker.session import get_session, require_session
+from rafter.train._validation import check_report_args
 
 _PLAIN = (int, float, str, bool, type(None))
 
@@ -98,6 +99,7 @@ def report(metrics: Dict[str, Any], checkpoint: Optional[Any] = None, checkpoint
     Any rank may report; ``Result.metrics`` holds rank 0's latest. With a checkpoint, this rank's files are
     written to storage and the checkpoint becomes visible once every rank that passed files has written them.
     """
+    check_report_args(checkpoint_dir_name)
     session = require_session("report")
     clean = clean_metrics(metrics)
     index = session.report_index

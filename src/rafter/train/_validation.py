@@ -248,8 +248,9 @@ def takes_arguments(fn: Callable) -> Optional[bool]:
     return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
 
 
-def warn_ignored(what: str, why: str) -> None:
-    warnings.warn(f"{what} is accepted for Ray compatibility but ignored: {why}", UserWarning, stacklevel=4)
+def warn_ignored(what: str, why: str, stacklevel: int = 4) -> None:
+    """Warn that a setting does nothing; ``stacklevel`` 4 points at the user's call through two rafter frames."""
+    warnings.warn(f"{what} is accepted for Ray compatibility but ignored: {why}", UserWarning, stacklevel=stacklevel)
 
 
 def check_checkpoint_args(path: Any, filesystem: Any) -> str:
@@ -260,3 +261,12 @@ def check_checkpoint_args(path: Any, filesystem: Any) -> str:
         warn_ignored("Checkpoint(filesystem=...)",
                      "rafter picks the filesystem from the path (a local path, or a URI such as s3://bucket/ckpt)")
     return path
+
+
+def check_report_args(checkpoint_dir_name: Any) -> None:
+    """``report(checkpoint_dir_name=...)``: a folder name or None; rafter names checkpoint folders itself (warns)."""
+    if checkpoint_dir_name is None:
+        return
+    check_folder_name("rafter.train.report", "checkpoint_dir_name", checkpoint_dir_name, "checkpoint_000001")
+    warn_ignored("rafter.train.report(checkpoint_dir_name=...)",
+                 "checkpoint folders are named checkpoint_<6-digit number>")

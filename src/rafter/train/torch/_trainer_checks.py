@@ -50,7 +50,7 @@ def check_train_function(fn: Any, train_loop_config: Any) -> None:
         warnings.warn(
             f"TorchTrainer(train_loop_config=...) is ignored: {getattr(fn, '__name__', fn)!s} takes no arguments. "
             f"Define it as def {getattr(fn, '__name__', 'train_func')}(config): ... to receive it.",
-            UserWarning, stacklevel=4)
+            UserWarning, stacklevel=5)  # through check_trainer_arguments, __init__ and its wrapper
 
 
 def check_trainer_arguments(fn: Any, train_loop_config: Any, torch_config: Any, scaling_config: Any,
