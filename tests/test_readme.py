@@ -112,7 +112,9 @@ def bin_dir(tmp_path):
 def test_readme_block_runs(block, tmp_path, bin_dir):
     home = tmp_path / "home"
     home.mkdir()
-    env = dict(os.environ, HOME=str(home), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+    # As a new user's shell would be: no Ray address or rafter settings left over from other tests.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("RAFTER_")}
+    env.update(HOME=str(home), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     src = str(ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in [os.environ.get("PYTHONPATH")] if p])
