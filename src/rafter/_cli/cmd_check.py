@@ -171,6 +171,7 @@ def _check_storage(job, report: Report) -> None:
     from rafter._controller.storage_check import check_storage
     from rafter.train._validation import ConfigValueError
     from rafter._storage import Storage
+    from rafter.train._config import default_storage_path
 
     root = job.configs["run_kwargs"].get("storage_path") or default_storage_path()
     try:
