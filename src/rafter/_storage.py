@@ -1,16 +1,22 @@
 """The storage seam: a local folder or any fsspec URI, behind one small interface.
 
 Paths stay strings (``s3://bucket/run/checkpoint_000001``) so that URIs survive. Local paths use the
-``os`` module directly (fast, atomic ``rename``); anything with a scheme goes through fsspec.
+``os`` module directly (fast, atomic ``rename``, ``fsync`` of files and folders); anything with a scheme
+goes through fsspec. Local files are opened without following symbolic links (``O_NOFOLLOW``): a link
+planted in a run folder is refused, never written through.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-import tempfile
-from typing import Any, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
+
+CHUNK = 1 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def is_uri(path: str) -> bool:
@@ -19,6 +25,31 @@ def is_uri(path: str) -> bool:
 
 def _strip_file(path: str) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
+
+
+class SymlinkRefused(OSError):
+    """A file rafter writes or reads in a run folder is a symbolic link."""
+
+
+def open_fd(path: str, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` that refuses a symbolic link at ``path`` with an error naming it and where it points."""
+    try:
+        return os.open(path, flags | _NOFOLLOW | _CLOEXEC, mode)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise SymlinkRefused(
+                exc.errno, f"{path} is a symbolic link (to {os.readlink(path)}); rafter does not follow links in a "
+                f"run folder, because whoever planted it could aim it at your files. Remove it (rm {path}) and "
+                f"check who else can write to that folder") from None
+        raise
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | _CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Storage:
@@ -41,9 +72,12 @@ class Storage:
     def join(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts]) if not self.local else os.path.join(self.root, *parts)
 
+    def join_path(self, base: str, rel: str) -> str:
+        return os.path.join(base, rel) if self.local else base.rstrip("/") + "/" + rel.replace(os.sep, "/")
+
     # -- files -------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
-        return os.path.exists(path) if self.local else self.fs.exists(path)
+        return os.path.lexists(path) if self.local else self.fs.exists(path)
 
     def makedirs(self, path: str) -> None:
         if self.local:
@@ -58,22 +92,38 @@ class Storage:
             return []
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False))
 
-    def read_text(self, path: str) -> str:
+    def read_bytes(self, path: str) -> bytes:
         if self.local:
-            with open(path) as f:
+            with os.fdopen(open_fd(path, os.O_RDONLY), "rb") as f:
                 return f.read()
-        with self.fs.open(path, "r") as f:
-            return f.read()
+        return self.fs.cat_file(path)
+
+    def read_text(self, path: str) -> str:
+        return self.read_bytes(path).decode()
+
+    def iter_lines(self, path: str) -> Iterator[str]:
+        """The lines of a text file, streamed (nothing when it does not exist)."""
+        if not self.exists(path):
+            return
+        if self.local:
+            f = os.fdopen(open_fd(path, os.O_RDONLY), "r", errors="replace")
+        else:
+            f = self.fs.open(path, "r", errors="replace")
+        with f:
+            yield from f
 
     def write_text_atomic(self, path: str, text: str) -> None:
-        """Readers see the old content or the new one, never a torn file."""
+        """Readers see the old content or the new one, never a torn file; the rename itself is made durable."""
         if self.local:
             tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)  # a leftover of an earlier process with this pid
+            with os.fdopen(open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            fsync_dir(os.path.dirname(path))
         else:
             with self.fs.open(path, "w") as f:
                 f.write(text)
@@ -82,35 +132,38 @@ class Storage:
         return json.loads(self.read_text(path))
 
     def write_json_atomic(self, path: str, value: Any) -> None:
-        self.write_text_atomic(path, json.dumps(value, indent=1, default=repr))
-
-    def append_text(self, path: str, text: str) -> None:
-        if self.local:
-            with open(path, "a") as f:
-                f.write(text)
-        else:
-            old = self.read_text(path) if self.fs.exists(path) else ""
-            with self.fs.open(path, "w") as f:
-                f.write(old + text)
+        self.write_text_atomic(path, json.dumps(value, default=repr))
 
     # -- folders -----------------------------------------------------------------------------
-    def upload_dir(self, local_dir: str, dest: str, on_file=None) -> int:
-        """Copy a local folder's files into ``dest`` (merging with what is there). Returns the file count."""
-        count = 0
+    def upload_dir(self, local_dir: str, dest: str, on_file=None) -> Dict[str, Dict[str, Any]]:
+        """Copy a local folder's files into ``dest``, hashing them on the way (one read pass).
+
+        Returns the manifest ``{relative path: {"size": bytes, "sha256": hex}}``."""
+        manifest: Dict[str, Dict[str, Any]] = {}
         for base, _dirs, files in os.walk(local_dir):
             rel = os.path.relpath(base, local_dir)
             target = dest if rel == "." else self.join_path(dest, rel)
             self.makedirs(target)
-            for name in files:
+            for name in sorted(files):
                 src = os.path.join(base, name)
-                if self.local:
-                    shutil.copy2(src, os.path.join(target, name))
-                else:
-                    self.fs.put_file(src, f"{target}/{name}")
-                count += 1
+                out = self.join_path(target, name)
+                digest, size = hashlib.sha256(), 0
+                with open(src, "rb") as fin:
+                    fout = os.fdopen(open_fd(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") if self.local \
+                        else self.fs.open(out, "wb")
+                    with fout:
+                        while True:
+                            chunk = fin.read(CHUNK)
+                            if not chunk:
+                                break
+                            digest.update(chunk)
+                            fout.write(chunk)
+                            size += len(chunk)
+                key = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+                manifest[key] = {"size": size, "sha256": digest.hexdigest()}
                 if on_file is not None:
                     on_file()
-        return count
+        return manifest
 
     def download_dir(self, src: str, local_dir: str) -> None:
         if self.local:
@@ -119,27 +172,95 @@ class Storage:
             os.makedirs(local_dir, exist_ok=True)
             self.fs.get(src.rstrip("/") + "/", local_dir, recursive=True)
 
-    def join_path(self, base: str, rel: str) -> str:
-        return os.path.join(base, rel) if self.local else base.rstrip("/") + "/" + rel.replace(os.sep, "/")
+    def sizes(self, path: str) -> Dict[str, int]:
+        """``{relative path: size}`` of every file under a folder (one listing, no reads)."""
+        out: Dict[str, int] = {}
+        if self.local:
+            for base, _dirs, files in os.walk(path):
+                for name in files:
+                    full = os.path.join(base, name)
+                    out[os.path.relpath(full, path).replace(os.sep, "/")] = os.lstat(full).st_size
+            return out
+        if not self.fs.exists(path):
+            return out
+        root = self.fs._strip_protocol(path).rstrip("/")
+        for full, info in self.fs.find(path, detail=True).items():
+            out[full[len(root) + 1:]] = int(info.get("size") or 0)
+        return out
+
+    def move(self, src: str, dest: str) -> None:
+        """Move one file (creating ``dest``'s folder)."""
+        if self.local:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.rename(src, dest)
+        else:
+            self.fs.mv(src, dest)
 
     def publish(self, staging: str, final: str) -> None:
-        """Make a fully written folder visible under its final name."""
+        """Make a fully written folder visible under its final name, durably (the folder rename is fsynced)."""
         if self.local:
             os.rename(staging, final)
+            fsync_dir(os.path.dirname(final))
         else:
             self.fs.mv(staging, final, recursive=True)
 
     def remove(self, path: str) -> None:
         if self.local:
-            shutil.rmtree(path, ignore_errors=True)
+            if os.path.islink(path) or os.path.isfile(path):
+                os.unlink(path)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
         elif self.fs.exists(path):
             self.fs.rm(path, recursive=True)
 
 
-def local_temp_dir(prefix: str = "rafter-") -> str:
-    return tempfile.mkdtemp(prefix=prefix)
+class Appender:
+    """An append-only text journal. Each ``append`` is one whole line (a torn tail left by a crash is ended
+    first, so it can't swallow the new line); ``durable=True`` fsyncs it before returning.
 
+    Local files stay open (O_APPEND, no link following). Remote storage appends where fsspec can, else
+    rewrites the file (O(size): object stores have no append)."""
 
-def storage_for(path: str, cache: Optional[dict] = None) -> Storage:
-    """A Storage rooted at the folder containing ``path`` (for a checkpoint's own path)."""
-    return Storage(path)
+    def __init__(self, storage: Storage, path: str) -> None:
+        self.storage, self.path = storage, path
+        self._fd: Optional[int] = None
+        if storage.local:
+            self._fd = open_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            size = os.fstat(self._fd).st_size
+            if size:
+                with os.fdopen(open_fd(path, os.O_RDONLY), "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        os.write(self._fd, b"\n")
+        else:
+            old = storage.read_bytes(path) if storage.exists(path) else b""
+            self._remote_can_append = True
+            if old and not old.endswith(b"\n"):
+                self._write_remote(b"\n")
+
+    def append(self, line: str, durable: bool = False) -> None:
+        data = (line + "\n").encode()
+        if self._fd is not None:
+            os.write(self._fd, data)
+            if durable:
+                os.fsync(self._fd)
+        else:
+            self._write_remote(data)
+
+    def _write_remote(self, data: bytes) -> None:
+        fs = self.storage.fs
+        if self._remote_can_append:
+            try:
+                with fs.open(self.path, "ab") as f:
+                    f.write(data)
+                return
+            except (NotImplementedError, ValueError, OSError):
+                self._remote_can_append = False
+        old = fs.cat_file(self.path) if fs.exists(self.path) else b""
+        with fs.open(self.path, "wb") as f:
+            f.write(old + data)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,6 +1,5 @@
 """Whatever dies — workers, many times, or the driver — training ends where an uninterrupted run would."""
 
-import json
 import os
 import selectors
 import signal
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 import rafter.train as train
+from rafter import _run_folder
 from rafter.testing import ChaosMonkey
 from rafter.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from rafter.train.torch import TorchTrainer
@@ -82,7 +82,7 @@ def test_chaos_five_sigkills_end_with_the_uninterrupted_weights(tmp_path):
     assert result.metrics["step"] == STEPS - 1
     run = tmp_path / "chaos"
     names = sorted(n for n in os.listdir(run) if n.startswith("checkpoint_"))
-    assert names and names == [c["name"] for c in json.loads((run / "rafter_run.json").read_text())["checkpoints"]]
+    assert names and names == [c["name"] for c in _run_folder.read(str(run)).checkpoints]
     for name in names:
         state = torch.load(run / name / "state.pt", weights_only=True)
         assert state["step"] % 2 == 1
@@ -148,12 +148,13 @@ def test_driver_sigkilled_then_fit_again_resumes_from_last_committed_checkpoint(
     proc.wait()
     gone, alive = psutil.wait_procs(family, timeout=5)
     assert family and not alive
-    state = json.loads((tmp_path / "results" / "resumable" / "rafter_run.json").read_text())
-    last = state["checkpoints"][-1]["name"]
+    last = _run_folder.read(str(tmp_path / "results" / "resumable")).checkpoints[-1]["name"]
     last_step = torch.load(tmp_path / "results" / "resumable" / last / "s.pt", weights_only=True)
     assert last_step in (3, 4)  # step 4's checkpoint commits once both ranks' reports arrived
 
     again = subprocess.run([sys.executable, str(script), storage], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert "Resuming run 'resumable' from " in again.stderr and last in again.stderr
+    assert f"taking over run folder {tmp_path / 'results' / 'resumable'} from driver pid {proc.pid} on host" in again.stderr
+    assert "which is no longer running" in again.stderr
     assert f"FINAL 7 STARTED_AT {last_step + 1}" in again.stdout

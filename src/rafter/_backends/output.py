@@ -4,15 +4,18 @@ rank's log file, and the last lines kept for the verdict. The same on every back
 from __future__ import annotations
 
 import collections
+import os
 import sys
 from typing import Deque, Dict, List
+
+from rafter._storage import open_fd
 
 LOG_TAIL_LINES = 60
 
 
 class RankOutput:
     def __init__(self, log_path: str, prefix: str, echo: bool = True) -> None:
-        self.log = open(log_path, "ab", buffering=0)
+        self.log = os.fdopen(open_fd(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), "ab", buffering=0)
         self.prefix = prefix
         self.echo = echo
         self.tail: Deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)

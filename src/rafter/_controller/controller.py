@@ -17,10 +17,12 @@ import cloudpickle
 
 from rafter._backends import events as ev
 from rafter._controller.collectives import CollectiveHub
+from rafter._controller.callbacks import notify, notify_committed, notify_report
+from rafter._controller.checkpoints import CheckpointConflictError
 from rafter._controller.failure_policy import should_retry
 from rafter._controller.run_state import RunState
 from rafter._controller.storage_check import check_storage
-from rafter._controller.user_callbacks import UserCallbacks, worker_exceptions
+from rafter._controller.user_callbacks import UserCallbacks, rafter_callbacks, worker_exceptions
 from rafter._diagnose.hang import HangMonitor
 from rafter._diagnose.memory import MemoryMonitor
 from rafter._diagnose.verdict import RankOutcome, build_verdict
@@ -103,6 +105,13 @@ class Controller:
         backend = choose_backend(self.run_config)
         num_threads = backend.check_resources(self.scaling)
         state = RunState.open(self.run_config, fingerprint=self._fingerprint())
+        try:
+            return self._fit(backend, state, payload, num_threads)
+        finally:
+            state.close()
+
+    def _fit(self, backend, state: RunState, payload: bytes, num_threads: int) -> Result:
+        callbacks = rafter_callbacks(self.run_config.callbacks)
         start = time.time()
         attempt_errors: List[str] = []
         backend.start(self.scaling.use_gpu)
@@ -112,7 +121,7 @@ class Controller:
                 attempt = self._run_attempt(backend, state, payload, num_threads, start)
                 number = attempt.number
                 if attempt.succeeded():
-                    state.end_attempt(None)
+                    notify_committed(callbacks, state, state.end_attempt(None))
                     break
                 failures += 1
                 verdict = build_verdict(
@@ -123,11 +132,11 @@ class Controller:
                     attempt_errors=attempt_errors,
                 )
                 state.end_attempt(verdict.first_line)
-                state.notify_failure(verdict)
+                notify(callbacks, "on_failure", error=verdict, run_path=state.run_path)
                 if self.user_callbacks is not None:
                     self.user_callbacks.after_exception(worker_exceptions(attempt.outcomes, verdict))
                 if not should_retry(verdict, failures_so_far=failures, max_failures=self.run_config.failure_config.max_failures):
-                    state.finish(verdict)
+                    notify(callbacks, "on_end", result=state.finish(verdict), run_path=state.run_path)
                     raise verdict
                 attempt_errors.append(verdict.first_line)
                 logger.warning(
@@ -137,9 +146,13 @@ class Controller:
                     "unlimited" if self.run_config.failure_config.max_failures == -1
                     else self.run_config.failure_config.max_failures,
                 )
+        except CheckpointConflictError as exc:  # ranks' files can't be merged: retrying would do the same
+            state.end_attempt(exc.first_line)
+            notify(callbacks, "on_end", result=state.finish(exc), run_path=state.run_path)
+            raise
         finally:
             backend.shutdown()
-        state.finish(None)
+        notify(callbacks, "on_end", result=state.finish(None), run_path=state.run_path)
         return state.result(return_value=attempt.return_value)
 
     def _fingerprint(self) -> dict:
@@ -187,6 +200,8 @@ class Controller:
 
     def _run_attempt(self, backend, state: RunState, payload: bytes, num_threads: int, start: float) -> _Attempt:
         number = state.begin_attempt(self.scaling.num_workers)
+        notify(rafter_callbacks(self.run_config.callbacks), "on_attempt_start", attempt=number, num_workers=self.scaling.num_workers,
+               run_path=state.run_path)
         specs = self._specs(backend, state, number, num_threads, start)
         group = backend.start_group(specs, payload, echo=self.echo)
         attempt = _Attempt(number, group.ranks)
@@ -242,10 +257,12 @@ class Controller:
         o = attempt.outcomes[event.rank]
         if isinstance(event, ev.Reported):
             o.reports += 1
+            callbacks = rafter_callbacks(self.run_config.callbacks)
             if self.user_callbacks is not None:
-                self.user_callbacks.on_report(event, state)  # commits through state, then Ray's hooks
+                committed = self.user_callbacks.on_report(event, state)  # commits through state, then Ray's hooks
             else:
-                state.on_report(event)
+                committed = state.on_report(event)
+            notify_report(callbacks, state, event, committed)
         elif isinstance(event, ev.Hello):
             o.pid, o.host = event.pid, event.host
         elif isinstance(event, ev.Finished):

@@ -19,7 +19,9 @@ import time
 from typing import Any, Dict, List, Optional
 
 from rafter._backends import events as ev
+from rafter._controller.callbacks import notify, notify_committed, notify_report
 from rafter._controller.run_state import RunState
+from rafter._controller.user_callbacks import rafter_callbacks
 from rafter._controller.storage_check import check_storage
 from rafter._util.log import setup_driver_logging
 from rafter._worker.session import WorkerSession, get_session, set_session
@@ -103,6 +105,7 @@ class _LocalDriver:
         self.state = state
         self.peers = peers
         self.user_callbacks = user_callbacks
+        self.callbacks = rafter_callbacks(state.config.callbacks) if state is not None else []
         self.last_metrics: Optional[Dict[str, Any]] = None
         self.history: List[Dict[str, Any]] = []
 
@@ -115,7 +118,8 @@ class _LocalDriver:
             if self.state is not None:
                 for rank, m in enumerate(messages):
                     event = ev.from_message(rank, m)
-                    self.user_callbacks.on_report(event, self.state)
+                    committed = self.user_callbacks.on_report(event, self.state)
+                    notify_report(self.callbacks, self.state, event, committed)
             return None
         if kind == "collective":
             _, seq, op, data = message
@@ -162,9 +166,6 @@ def _join_torchrun_group(trainer):
 
 def run(trainer) -> Result:
     """``TorchTrainer.fit()`` with ``num_workers=0``."""
-    from rafter._controller.user_callbacks import UserCallbacks
-    from rafter._worker.bootstrap import _call_user_function
-
     setup_driver_logging()
     if get_session() is not None:
         raise RuntimeError(
@@ -181,7 +182,22 @@ def run(trainer) -> Result:
     logger.info("Running in local mode: the train function runs in this process%s.",
                 f" as rank {rank} of {world_size} (torchrun)" if env else "")
     state = RunState.open(run_config, fingerprint=_fingerprint(trainer)) if rank == 0 else None
+    try:
+        return _run(trainer, state, env, peers, created_group, rank, world_size)
+    finally:
+        if state is not None:
+            state.close()
+
+
+def _run(trainer, state, env, peers, created_group, rank, world_size) -> Result:
+    from rafter._controller.user_callbacks import UserCallbacks
+    from rafter._worker.bootstrap import _call_user_function
+
+    run_config = trainer.run_config
     number = state.begin_attempt(world_size) if state else 0
+    if state is not None:
+        notify(rafter_callbacks(run_config.callbacks), "on_attempt_start", attempt=number, num_workers=world_size,
+               run_path=state.run_path)
     shared = (state.run_path, state.log_dir, state.latest_checkpoint_path, number) if state else None
     if peers is not None:
         shared = peers.broadcast(shared)
@@ -220,8 +236,9 @@ def run(trainer) -> Result:
     if state is None:  # torchrun rank > 0: its own metrics and return value, rank 0's run folder
         return Result(metrics=driver.last_metrics, path=run_path, metrics_history=driver.history,
                       return_value=value)
-    state.end_attempt(None)
-    state.finish(None)
+    callbacks = rafter_callbacks(run_config.callbacks)
+    notify_committed(callbacks, state, state.end_attempt(None))
+    notify(callbacks, "on_end", result=state.finish(None), run_path=state.run_path)
     return state.result(return_value=value)
 
 
@@ -233,7 +250,8 @@ def _record_failure(state: RunState, spec: WorkerSpec, exc: BaseException, user_
                           error=exception_record(exc, "train function"), exit_time=time.time())
     verdict = build_verdict([outcome], run_start=spec.run_start_time, log_dir=state.log_dir,
                             attempt=spec.attempt)
+    callbacks = rafter_callbacks(state.config.callbacks)
     state.end_attempt(verdict.first_line)
-    state.notify_failure(verdict)
+    notify(callbacks, "on_failure", error=verdict, run_path=state.run_path)
     user_callbacks.after_exception({spec.rank: exc})
-    state.finish(verdict)
+    notify(callbacks, "on_end", result=state.finish(verdict), run_path=state.run_path)

@@ -37,18 +37,18 @@ class UserCallbacks:
         )
         return cls([c for c in run_config.callbacks or [] if isinstance(c, UserCallback)], context)
 
-    def on_report(self, event, state) -> None:
+    def on_report(self, event, state) -> list:
         """Hand ``event`` (a rank's report) to the run state, then call ``after_report`` when it completes
-        a report of every rank."""
+        a report of every rank. Returns what ``state.on_report`` returns (the checkpoints it committed)."""
         committed = state.next_number
-        state.on_report(event)
+        done = state.on_report(event)
         if not self.callbacks:
-            return
+            return done
         key = (len(state.attempts), event.index)
         reports = self._pending.setdefault(key, {})
         reports[event.rank] = event.metrics
         if len(reports) < state.world_size:
-            return
+            return done
         del self._pending[key]
         checkpoint = None
         if state.next_number != committed:
@@ -58,6 +58,7 @@ class UserCallbacks:
         metrics = [reports[r] for r in sorted(reports)]
         for cb in self.callbacks:
             cb.after_report(self.run_context, metrics, checkpoint)
+        return done
 
     def after_exception(self, worker_exceptions: Dict[int, BaseException]) -> None:
         for cb in self.callbacks:

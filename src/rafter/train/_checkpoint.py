@@ -46,9 +46,9 @@ class Checkpoint:
 
         session = get_session()
         if self._storage.process_local and session is not None:
-            from rafter._checkpoint.worker import driver_copy
+            from rafter._worker.driver_copy import copy_via_driver
 
-            driver_copy(session, "download", self.path, target)
+            copy_via_driver(session, "download", self.path, target)
         else:
             self._storage.download_dir(self.path, target)
         return target

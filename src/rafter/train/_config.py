@@ -191,7 +191,7 @@ class LoggingConfig:
 
 
 def _default_run_name() -> str:
-    return "rafter_run-" + datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return "rafter_run-" + datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-") + os.urandom(3).hex()
 
 
 def default_storage_path() -> str:

@@ -106,7 +106,7 @@ def report(metrics: Dict[str, Any], checkpoint: Optional[Any] = None, checkpoint
     session.report_index = index + 1
     staged = None
     if checkpoint is not None:
-        from rafter._checkpoint.worker import stage_checkpoint
+        from rafter._worker.staging import stage_checkpoint
 
         staged = stage_checkpoint(session, checkpoint, index, checkpoint_dir_name)
     session.send(("report", index, clean, staged, time.time()))

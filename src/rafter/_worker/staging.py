@@ -1,17 +1,20 @@
-"""A worker's half of ``report(metrics, checkpoint=...)``: copy this rank's files into the run's staging
-folder for that report. The driver publishes the folder once every rank's report has arrived.
+"""A worker's half of ``report(metrics, checkpoint=...)``: copy this rank's files into its own staging folder
+for that report, hashing them on the way. The driver merges the ranks' folders and publishes the checkpoint
+once every rank's report has arrived (``rafter._controller.checkpoints``).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional
 
+from rafter import _run_folder
 from rafter._storage import Storage
 from rafter._worker import faults
+from rafter._worker.driver_copy import copy_via_driver
 
 
-def stage_checkpoint(session, checkpoint, index: int, dir_name: Optional[str] = None) -> dict:
+def stage_checkpoint(session, checkpoint, index: int, dir_name=None) -> dict:
+    """Returns ``{"staging": folder, "files": manifest, "rank": r}`` for the report message."""
     from rafter.train._checkpoint import Checkpoint
 
     if isinstance(checkpoint, (str, os.PathLike)):
@@ -23,19 +26,11 @@ def stage_checkpoint(session, checkpoint, index: int, dir_name: Optional[str] = 
         )
     spec = session.spec
     storage = Storage(spec.run_path)
-    staging = storage.join(".staging", f"attempt_{spec.attempt}_report_{index}")
+    staging = storage.join(_run_folder.staging_rel(spec.attempt, index, spec.rank))
     with checkpoint.as_directory() as local_dir:
         if storage.process_local:
-            files = driver_copy(session, "upload", local_dir, staging)
+            files = copy_via_driver(session, "upload", local_dir, staging)
             faults.hit("upload", report=index)  # files staged, report not yet sent
         else:
             files = storage.upload_dir(local_dir, staging, on_file=lambda: faults.hit("upload", report=index))
     return {"staging": staging, "files": files, "rank": spec.rank}
-
-
-def driver_copy(session, op: str, source: str, dest: str) -> int:
-    """Have the driver copy files, for storage only the driver's process can see (memory://); waits."""
-    kind, count, error = session.request(("storage", op, source, dest))
-    if error:
-        raise RuntimeError(f"rafter could not {op} checkpoint files ({source} -> {dest}): {error}")
-    return count
