@@ -12,6 +12,7 @@ import time
 import warnings
 
 import pytest
+import torch
 
 from rafter._cli.errors import ConfigError
 from rafter._cli.jobfile import load_job
@@ -27,7 +28,15 @@ from rafter.train import (
     report,
 )
 from rafter.train._validation import ConfigTypeError, ConfigValueError, RemovedArgumentError
-from rafter.train.torch import TorchConfig, TorchTrainer
+from rafter.train.torch import (
+    TorchConfig,
+    TorchTrainer,
+    enable_reproducibility,
+    get_state_dict,
+    load_state_dict,
+    prepare_data_loader,
+    prepare_model,
+)
 
 CVE, CTE, REMOVED = ConfigValueError, ConfigTypeError, RemovedArgumentError
 
@@ -171,6 +180,22 @@ API = [
     ("report_dir_name_slash", lambda s: report({"loss": 1.0}, checkpoint_dir_name="a/b"), CVE, "checkpoint_dir_name",
      "'a/b'"),
     ("report_dir_name_int", lambda s: report({"loss": 1.0}, checkpoint_dir_name=5), CVE, "checkpoint_dir_name", "5"),
+    # helpers a train function calls (argument checks come before the "only inside a train function" check)
+    ("prepare_model_not_a_module", lambda s: prepare_model("model"), CTE, "model", "'model'"),
+    ("prepare_model_bad_device", lambda s: prepare_model(torch.nn.Linear(1, 1), move_to_device="gpu0"), CTE,
+     "move_to_device", "'gpu0'"),
+    ("prepare_model_strategy_case", lambda s: prepare_model(torch.nn.Linear(1, 1), parallel_strategy="DDP"), CVE,
+     "parallel_strategy", "'DDP'"),
+    ("prepare_model_kwargs_list", lambda s: prepare_model(torch.nn.Linear(1, 1), parallel_strategy_kwargs=[1]), CTE,
+     "parallel_strategy_kwargs", "[1]"),
+    ("prepare_loader_not_a_loader", lambda s: prepare_data_loader([1, 2]), CTE, "data_loader", "[1, 2]"),
+    ("prepare_loader_flag_str", lambda s: prepare_data_loader(torch.utils.data.DataLoader([1]), add_dist_sampler="no"),
+     CVE, "add_dist_sampler", "'no'"),
+    ("seed_too_big", lambda s: enable_reproducibility(2**40), CVE, "seed", "1099511627776"),
+    ("seed_str", lambda s: enable_reproducibility("1"), CVE, "seed", "'1'"),
+    ("state_dict_of_a_dict", lambda s: get_state_dict({"w": 1}), CTE, "model", "{'w': 1}"),
+    ("load_state_optimizer_str", lambda s: load_state_dict(torch.nn.Linear(1, 1), {}, optimizer="adam"), CTE,
+     "optimizer", "'adam'"),
     ("checkpoint_missing_folder", lambda s: Checkpoint.from_directory(os.path.join(s, "nope")), FileNotFoundError,
      "from_directory", "nope"),
 ]

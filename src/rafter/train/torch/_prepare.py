@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from rafter._worker.session import require_session
+from rafter.train.torch import _arg_checks as checks
 
 
 def get_device() -> torch.device:
@@ -41,8 +42,7 @@ def prepare_model(
     ``parallel_strategy_kwargs`` go to DistributedDataParallel or ``fully_shard`` respectively. Save and load
     the model with ``rafter.train.torch.get_state_dict`` / ``load_state_dict`` (one full state dict).
     """
-    if parallel_strategy not in ("ddp", "fsdp", None):
-        raise ValueError(f"prepare_model(parallel_strategy={parallel_strategy!r}): expected 'ddp', 'fsdp' or None.")
+    checks.check_prepare_model(model, move_to_device, parallel_strategy, parallel_strategy_kwargs)
     require_session("torch.prepare_model")
     device = get_device()
     if move_to_device is not False:
@@ -109,6 +109,7 @@ def prepare_data_loader(
     Shuffling follows the original loader (a ``RandomSampler`` means shuffle). Call
     ``loader.sampler.set_epoch(epoch)`` each epoch for a new shuffle order, as with any DistributedSampler.
     """
+    checks.check_prepare_data_loader(data_loader, add_dist_sampler, move_to_device, auto_transfer)
     spec = require_session("torch.prepare_data_loader").spec
     loader = data_loader
     if add_dist_sampler and spec.world_size > 1 and not isinstance(loader.sampler, DistributedSampler):
@@ -144,6 +145,7 @@ def prepare_data_loader(
 
 def enable_reproducibility(seed: int = 0) -> None:
     """Seed every RNG and make torch deterministic (slower, but the same result every run)."""
+    checks.check_seed(seed)
     torch.manual_seed(seed)
     random.seed(seed)
     try:

@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from rafter.train.torch import _arg_checks as checks
+
 
 def _options(**kwargs):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
@@ -41,6 +43,7 @@ def get_state_dict(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] 
     Returns ``{"model": model_state_dict}`` plus ``"optimizer": optimizer_state_dict`` when an optimizer
     is given, on rank 0; ``{}`` on every other rank. Every rank must call it (FSDP gathers the shards).
     """
+    checks.check_state_args("get_state_dict", model, optimizer)
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     options = _options(cpu_offload=True)
@@ -66,6 +69,7 @@ def load_state_dict(
     plain model state dict (e.g. from a pretrained checkpoint). Only rank 0's copy is read; the other
     ranks may pass ``{}`` so that only one process holds the full model in memory.
     """
+    checks.check_state_args("load_state_dict", model, optimizer)
     if not isinstance(state_dict, dict):
         raise TypeError(f"load_state_dict(state_dict=...): expected a dict, got {type(state_dict).__name__}.")
     wrapped = isinstance(state_dict.get("model"), dict)
