@@ -448,3 +448,15 @@ def test_a_set_flag_is_read_with_the_same_bounds(flag, fragment, tmp_path):
         load_job(path, [flag], load_train=False)
     assert time.monotonic() - start < 2.0
     assert fragment in str(info.value) and "--set train_loop_config.x=" in str(info.value), str(info.value)
+
+
+def test_settings_a_local_run_ignores_warn(caplog):
+    from rafter._backends.local import LocalBackend
+
+    with pytest.warns(UserWarning, match=r"cluster_address='ray://head:10001'\) is ignored with cluster='local'") as w:
+        RunConfig(cluster="local", cluster_address="ray://head:10001")
+    assert w[0].filename == __file__
+    LocalBackend().check_resources(ScalingConfig(accelerator_type="A100", placement_strategy="SPREAD"))
+    said = [r.getMessage() for r in caplog.records if "ignored by the local backend" in r.getMessage()]
+    assert said == ["ScalingConfig(accelerator_type='A100', placement_strategy='SPREAD') is ignored by the local "
+                    "backend (all workers run on this machine); it applies on a Ray cluster: RunConfig(cluster='ray')."]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -293,6 +294,9 @@ class RunConfig:
         self.callbacks = [] if self.callbacks is None else check_callbacks(name, self.callbacks)
         check_choice(name, "cluster", self.cluster, ("auto", "local", "ray"))
         check_optional_str(name, "cluster_address", self.cluster_address, "ray://head:10001")
+        if self.cluster == "local" and self.cluster_address is not None:
+            warnings.warn(f"RunConfig(cluster_address={self.cluster_address!r}) is ignored with cluster='local'; "
+                          f"use cluster='ray' (or 'auto') to run on that cluster.", UserWarning, stacklevel=4)
         check_instance(name, "logging_config", self.logging_config, LoggingConfig, "LoggingConfig(log_level='INFO')")
         if self.hang_timeout_s is not None and (not is_number(self.hang_timeout_s) or self.hang_timeout_s <= 0):
             raise ConfigValueError(name, "hang_timeout_s", self.hang_timeout_s, "expected a number of seconds > 0",

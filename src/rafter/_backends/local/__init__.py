@@ -48,7 +48,8 @@ class LocalBackend:
 
     # -- preflight -----------------------------------------------------------------------------
     def check_resources(self, scaling: ScalingConfig) -> int:
-        """Raise ``ConfigValueError`` (a ``ValueError``) for a request this machine can never meet; return torch threads per worker."""
+        """Raise ``ConfigValueError`` (a ``ValueError``) for a request this machine can never meet; return torch
+        threads per worker. Ray-only placement settings, which the local backend ignores, warn."""
         unknown = sorted(scaling.custom_resources)
         if unknown:
             raise ConfigValueError("ScalingConfig", "resources_per_worker", scaling.resources_per_worker, "", text=(
@@ -86,6 +87,12 @@ class LocalBackend:
                 "oversubscribed with %d torch thread%s per worker.",
                 want, n, per_worker, cpus, threads, "" if threads == 1 else "s",
             )
+        ignored = [f"{k}={v!r}" for k, v, default in (("accelerator_type", scaling.accelerator_type, None),
+                                                       ("placement_strategy", scaling.placement_strategy, "PACK"))
+                   if v != default]
+        if ignored:
+            logger.warning("ScalingConfig(%s) is ignored by the local backend (all workers run on this machine); "
+                           "it applies on a Ray cluster: RunConfig(cluster='ray').", ", ".join(ignored))
         return threads
 
     def placement(self, scaling: ScalingConfig) -> List[dict]:
