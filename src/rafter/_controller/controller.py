@@ -23,6 +23,7 @@ from rafter._controller.failure_policy import should_retry
 from rafter._controller.run_state import RunState
 from rafter._controller.storage_check import check_storage
 from rafter._controller.user_callbacks import UserCallbacks, rafter_callbacks, worker_exceptions
+from rafter._diagnose.collectives import CollectiveWatch
 from rafter._diagnose.hang import HangMonitor
 from rafter._diagnose.memory import MemoryMonitor
 from rafter._diagnose.verdict import RankOutcome, build_verdict
@@ -90,7 +91,8 @@ class Controller:
         self.backend_name = backend_name
         self.timeout_s = timeout_s
         self.echo = echo
-        self.monitors: List[Any] = [MemoryMonitor, HangMonitor, CollectiveHub]  # per-attempt watchers (see rafter._diagnose)
+        # per-attempt watchers (see rafter._diagnose)
+        self.monitors: List[Any] = [MemoryMonitor, HangMonitor, CollectiveHub, CollectiveWatch]
         self.fault: Optional[dict] = None  # armed by rafter.testing.inject_fault
         self.user_callbacks: Optional[UserCallbacks] = None  # Ray's UserCallback hooks (set by TorchTrainer)
 

@@ -17,8 +17,9 @@ import time
 from typing import Dict, Optional
 
 from rafter._backends import events as ev
-from rafter._diagnose.stacks import locate, single_out
+from rafter._diagnose.stacks import locate, single_out, without_rafter_threads
 from rafter._worker.bootstrap import STACK_DUMP_SIGNAL
+from rafter._worker.collectives import COLLECTIVES_SIGNAL
 
 BEFORE_FIRST_REPORT_S = 600.0
 MIN_DERIVED_S = 60.0
@@ -56,7 +57,7 @@ def _read_dump(path: str, deadline: float) -> str:
 def _trim(dump: str) -> str:
     """Drop the frames below the worker's entry point (inherited from the process it was forked from)."""
     out, skipping = [], False
-    for line in dump.splitlines():
+    for line in without_rafter_threads(dump).splitlines():
         if not line.startswith(" "):
             skipping = False
         if skipping:
@@ -113,6 +114,8 @@ class HangMonitor:
             except OSError:
                 pass
         alive = [r for r in self.group.ranks if self.group.signal(r, STACK_DUMP_SIGNAL)]
+        for r in alive:
+            self.group.signal(r, COLLECTIVES_SIGNAL)  # each rank's collectives, for the verdict
         deadline = time.monotonic() + DUMP_WAIT_S
         dumps = {r: _read_dump(specs[r].stack_file, deadline) for r in alive}
         locations = {r: locate(text) for r, text in dumps.items()}

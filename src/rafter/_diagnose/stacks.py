@@ -100,3 +100,30 @@ def single_out(locations: Dict[int, Location]) -> Tuple[List[int], str]:
         label = ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
         parts.append(f"{label} {locations[ranks[0]].describe() if key.startswith('#') else 'waiting in ' + key}")
     return culprits, "; ".join(parts)
+
+
+def _thread_blocks(text: str) -> List[List[str]]:
+    blocks: List[List[str]] = []
+    for line in text.splitlines():
+        if _THREAD.match(line) or not blocks:
+            blocks.append([])
+        blocks[-1].append(line)
+    return blocks
+
+
+def without_rafter_threads(text: str) -> str:
+    """A faulthandler dump without rafter's own helper threads (the collectives answerer)."""
+    keep = [b for b in _thread_blocks(text) if not any("rafter/_worker/collectives.py" in line for line in b)]
+    return "\n".join(line for b in keep for line in b)
+
+
+def training_stack(text: str) -> str:
+    """The training thread's frames of a dump, down to rafter's worker entry point (what the user wrote)."""
+    blocks = [b for b in _thread_blocks(text) if any("in run_worker" in line for line in b)]
+    block = blocks[0] if blocks else [line for b in _thread_blocks(without_rafter_threads(text)) for line in b]
+    out = []
+    for line in block:
+        if "rafter/_worker/bootstrap.py" in line and line.startswith(" "):
+            break
+        out.append(line)
+    return "\n".join(out)

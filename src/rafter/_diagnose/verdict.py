@@ -178,6 +178,40 @@ def _ranks(ranks: List[int]) -> str:
     return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
 
 
+# Roots that a collective story explains better: errors that are consequences, hangs, native crashes
+# (a dtype mismatch aborts inside gloo), ranks stopped by rafter.
+_EXPLAINABLE = ("hang", "crash", "stopped")
+
+
+def _out_of_step(root: Failure, failed: List[Failure], outcomes: List[RankOutcome]) -> Optional[Failure]:
+    """The failure that a comparison of the ranks' collectives points to, when it beats ``root``."""
+    from rafter._diagnose.collectives import counts_line, explain
+    from rafter._diagnose.stacks import training_stack
+
+    if not (root.collateral or root.kind in _EXPLAINABLE):
+        return None
+    by_rank = {o.rank: o for o in outcomes}
+    hang = next((x.evidence["hang"] for x in outcomes if x.evidence.get("hang")), None)
+    found = explain(by_rank, hang)
+    if found is None:
+        return None
+    o = by_rank[found.rank]
+    own = next((f for f in failed if f.rank == found.rank), None)
+    details = []
+    counts = counts_line(by_rank)
+    if counts:
+        details.append(counts)
+    if hang is not None:
+        details += ["", hang.get("details", "")]
+    elif o.evidence.get("stack"):
+        details += ["", f"Stack of rank {found.rank} when the first rank failed:",
+                    training_stack(o.evidence["stack"]).rstrip()]
+    elif own is not None and own.details:
+        details += ["", own.details]
+    when = found.time or (own.time if own else 0.0)
+    return Failure(found.rank, found.kind, when, found.headline, "\n".join(details), found.fix, False, o)
+
+
 def build_verdict(
     outcomes: List[RankOutcome],
     *,
@@ -191,7 +225,8 @@ def build_verdict(
         raise ValueError("build_verdict called without any failed rank")
     roots = [f for f in failed if not f.collateral] or failed
     root = min(roots, key=lambda f: (f.time, f.rank))
-    rest = [f for f in failed if f is not root]
+    root = _out_of_step(root, failed, outcomes) or root
+    rest = [f for f in failed if f is not root and f.rank != root.rank]
     o = root.outcome
     where = f"pid {o.pid}, host {o.host}" if o.pid else f"host {o.host}"
     elapsed = max(0.0, root.time - run_start) if root.time else 0.0
@@ -207,10 +242,13 @@ def build_verdict(
     if root.fix:
         lines += ["", f"Likely fix: {root.fix}"]
     lines += ["", f"Full logs: {log_dir}/rank_<N>.log"]
-    if rest:
+    returned = [x for x in outcomes if x.finished and x.rank != root.rank]
+    if rest or returned:
         lines += ["", "Consequences (other ranks failed or were stopped after that):"]
         for ranks, headline in _group_consequences(rest):
             lines.append(f"  {_ranks(ranks)}: {headline}")
+        for x in returned:
+            lines.append(f"  rank {x.rank}: had returned from its train function (at report {x.reports})")
     if attempt_errors:
         lines += ["", f"Earlier attempts ({len(attempt_errors)}) also failed:"]
         lines += [f"  attempt {i + 1}: {first}" for i, first in enumerate(attempt_errors)]

@@ -22,6 +22,7 @@ import time
 import traceback
 from typing import Any, Callable, Optional
 
+from rafter._worker import collectives
 from rafter._worker.channel import Channel
 from rafter._worker.session import WorkerSession, set_session
 from rafter._worker.spec import WorkerSpec
@@ -47,9 +48,10 @@ def _apply_spec(spec: WorkerSpec) -> None:
     # backend captures; SIGUSR1 writes the same to a file without stopping the process (hang dumps).
     faulthandler.enable(file=sys.stderr, all_threads=True)
     os.makedirs(spec.log_dir, exist_ok=True)
-    stack_file = open(spec.stack_file, "w")
+    stack_file = open(spec.stack_file, "a")  # append: a dump after the driver emptied the file starts at 0
     faulthandler.register(STACK_DUMP_SIGNAL, file=stack_file, all_threads=True, chain=False)
     _keep_alive.append(stack_file)
+    collectives.arm(spec.log_dir, spec.rank)
 
 
 _keep_alive: list = []
@@ -155,6 +157,7 @@ def run_worker(spec: WorkerSpec, channel: Channel, payload: bytes) -> int:
             else:
                 raise
         phase = "returning the result"
+        collectives.write("returned")
         from rafter._util.pickling import dumps_return_value
 
         channel.send(("done", dumps_return_value(value), time.time()))
@@ -175,6 +178,7 @@ def run_worker(spec: WorkerSpec, channel: Channel, payload: bytes) -> int:
 
 
 def _send_error(channel: Channel, exc: BaseException, phase: str, exit_code: Optional[int] = None) -> None:
+    collectives.write("raised")
     record = exception_record(exc, phase)
     record["exit_code"] = exit_code
     try:

@@ -1,0 +1,116 @@
+"""Each rank's progress through collectives, kept by torch's flight recorder and written out on demand.
+
+torch records every collective of a process group in a ring buffer (``TORCH_FR_BUFFER_SIZE``, gloo and
+NCCL alike), including DDP's gradient all-reduce inside ``loss.backward()``: its sequence number, kind,
+shapes, dtypes, start time and the Python frames that called it. Recording costs a few microseconds per
+call. rafter turns it on in every worker (unless the user set the variable) and writes a short summary to
+``<log_dir>/collectives_rank_<N>.json``:
+
+- when the train function raises or returns (from the training thread, before the driver hears of it);
+- when the driver asks (``COLLECTIVES_SIGNAL``), from a thread that waits for that signal: the training
+  thread may be blocked inside a collective, where no Python signal handler would run.
+
+The driver compares the summaries of all ranks (``rafter._diagnose.collectives``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Any, Dict, List, Optional
+
+COLLECTIVES_SIGNAL = signal.SIGUSR2
+BUFFER_SIZE = "1024"
+RECENT = 8
+
+_DTYPES = {"Float": "float32", "Double": "float64", "Half": "float16", "BFloat16": "bfloat16", "Long": "int64",
+           "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool"}
+_state: Dict[str, Any] = {}
+
+
+def summary_path(log_dir: str, rank: int) -> str:
+    return os.path.join(log_dir, f"collectives_rank_{rank}.json")
+
+
+def arm(log_dir: str, rank: int) -> None:
+    """Turn the flight recorder on (before ``init_process_group``) and start the thread that answers the
+    driver. Call from the worker's only thread, before any other starts: the signal is blocked in every
+    thread (threads inherit the mask) and taken by the waiting thread alone."""
+    os.environ.setdefault("TORCH_FR_BUFFER_SIZE", BUFFER_SIZE)
+    os.environ.setdefault("TORCH_FR_DUMP_TEMP_FILE", os.path.join(log_dir, "flight_recorder_rank_"))
+    _state.update(path=summary_path(log_dir, rank), lock=threading.Lock())
+    try:
+        os.remove(_state["path"])  # an earlier attempt's
+    except OSError:
+        pass
+    signal.pthread_sigmask(signal.SIG_BLOCK, {COLLECTIVES_SIGNAL})
+    # Children forked by the user's code (DataLoader workers) get the usual mask back.
+    os.register_at_fork(after_in_child=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {COLLECTIVES_SIGNAL}))
+    threading.Thread(target=_answer, name="rafter-collectives", daemon=True).start()
+
+
+def _answer() -> None:
+    while True:
+        signal.sigwait({COLLECTIVES_SIGNAL})
+        write("asked")
+
+
+def _entry(e: dict) -> dict:
+    return {
+        "seq": e["collective_seq_id"],
+        "kind": e["profiling_name"].split(":", 1)[-1],
+        "shapes": [list(s) for s in e.get("input_sizes") or []],
+        "dtypes": [_DTYPES.get(d, d) for d in e.get("input_dtypes") or []],
+        "time": e["time_created_ns"] / 1e9,
+    }
+
+
+def signature(entry: dict) -> str:
+    return f"{entry['kind']} {entry['shapes']} {entry['dtypes']}"
+
+
+def summarize(raw: Optional[bytes]) -> Dict[str, Any]:
+    """The default process group's collectives: the last few in full, and how often each signature
+    (kind, shapes, dtypes) occurs in the recorder's window."""
+    entries: List[dict] = []
+    if raw:
+        dump = pickle.loads(raw)
+        for e in dump.get("entries", []):
+            group = e.get("process_group") or ("0",)
+            if e.get("is_p2p") or str(group[0]) != "0":
+                continue
+            entries.append(_entry(e))
+    entries.sort(key=lambda e: e["seq"])
+    return {
+        "count": entries[-1]["seq"] if entries else 0,
+        "recent": entries[-RECENT:],
+        "signatures": dict(Counter(signature(e) for e in entries)),
+    }
+
+
+def write(why: str) -> None:
+    """Write this rank's summary (atomically). Never raises: diagnosis must not fail the run."""
+    path = _state.get("path")
+    if path is None:
+        return
+    try:
+        import torch.distributed as dist
+
+        raw = None
+        if dist.is_available() and dist.is_initialized():
+            from torch._C._distributed_c10d import _dump_fr_trace
+
+            raw = _dump_fr_trace(True, False)  # without stack traces: symbolizing them takes seconds
+        record = dict(summarize(raw), why=why, time=time.time())
+        with _state["lock"]:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(record, f)
+            os.replace(tmp, path)
+    except Exception:  # noqa: BLE001
+        pass
