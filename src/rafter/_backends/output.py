@@ -10,7 +10,7 @@ from typing import Deque, Dict, List
 
 from rafter._storage import open_fd
 
-LOG_TAIL_LINES = 60
+LOG_TAIL_LINES = 120  # a crash dump has every thread, and a forked worker inherits its parent's frames
 
 
 class RankOutput:

@@ -17,7 +17,7 @@ import time
 from typing import Dict, Optional
 
 from rafter._backends import events as ev
-from rafter._diagnose.stacks import locate, single_out, without_rafter_threads
+from rafter._diagnose.stacks import locate, single_out, trim_dump
 from rafter._worker.bootstrap import STACK_DUMP_SIGNAL
 from rafter._worker.collectives import COLLECTIVES_SIGNAL
 
@@ -55,17 +55,7 @@ def _read_dump(path: str, deadline: float) -> str:
 
 
 def _trim(dump: str) -> str:
-    """Drop the frames below the worker's entry point (inherited from the process it was forked from)."""
-    out, skipping = [], False
-    for line in without_rafter_threads(dump).splitlines():
-        if not line.startswith(" "):
-            skipping = False
-        if skipping:
-            continue
-        out.append(line)
-        if "in run_worker" in line and "rafter/_worker/bootstrap.py" in line:
-            skipping = True
-    return "\n".join(out)
+    return trim_dump(dump)
 
 
 class HangMonitor:

@@ -127,3 +127,18 @@ def training_stack(text: str) -> str:
             break
         out.append(line)
     return "\n".join(out)
+
+
+def trim_dump(dump: str) -> str:
+    """A faulthandler dump without rafter's helper threads and without the frames below the worker's entry
+    point (inherited from the process it was forked from)."""
+    out, skipping = [], False
+    for line in without_rafter_threads(dump).splitlines():
+        if not line.startswith(" "):
+            skipping = False
+        if skipping or line.startswith("Extension modules:"):
+            continue
+        out.append(line)
+        if "in run_worker" in line and "rafter/_worker/bootstrap.py" in line:
+            skipping = True
+    return "\n".join(out)

@@ -10,6 +10,7 @@ import signal as signal_mod
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from rafter._diagnose.stacks import trim_dump
 from rafter.train._errors import WorkerGroupError
 
 # Errors a rank raises because *another* rank went away or stalled.
@@ -125,7 +126,7 @@ def classify(o: RankOutcome) -> Failure:
     if o.signal is not None:
         name = signal_name(o.signal)
         if o.signal in _NATIVE_CRASH:
-            stack = _crash_stack(o.log_tail)
+            stack = trim_dump(_crash_stack(o.log_tail))
             return Failure(o.rank, "crash", t, f"crashed with {name} in native code", stack or "\n".join(o.log_tail[-15:]),
                            "A native crash comes from a C/C++/CUDA extension or from memory corruption (ctypes, a "
                            "mismatched CUDA/driver build). The Python stack above shows the call that crashed.",
