@@ -460,3 +460,14 @@ def test_settings_a_local_run_ignores_warn(caplog):
     said = [r.getMessage() for r in caplog.records if "ignored by the local backend" in r.getMessage()]
     assert said == ["ScalingConfig(accelerator_type='A100', placement_strategy='SPREAD') is ignored by the local "
                     "backend (all workers run on this machine); it applies on a Ray cluster: RunConfig(cluster='ray')."]
+
+
+def test_config_errors_survive_pickling_with_their_type_and_fields():
+    import pickle
+
+    for call in (lambda: RunConfig(failure_config=3), lambda: ScalingConfig(resources_per_worker={"GPU": 1})):
+        with pytest.raises(ConfigValueError) as info:
+            call()
+        back = pickle.loads(pickle.dumps(info.value))
+        assert type(back) is type(info.value) and str(back) == str(info.value)
+        assert (back.config, back.field, back.refs) == (info.value.config, info.value.field, info.value.refs)

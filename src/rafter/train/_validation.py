@@ -21,7 +21,17 @@ import reprlib
 import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-NO_EXAMPLE = object()
+class _NoExample:
+    """The ``example`` of an error that has none (one instance, kept by pickling)."""
+
+    def __repr__(self) -> str:
+        return "NO_EXAMPLE"
+
+    def __reduce__(self) -> str:
+        return "NO_EXAMPLE"
+
+
+NO_EXAMPLE = _NoExample()
 NAME_MAX_BYTES = 255  # a folder name, on every filesystem rafter writes to
 
 
@@ -93,12 +103,13 @@ class ConfigValueError(ValueError):
             body += f", e.g. {call(self.field, self.example)}"
         return f"{head}: {body}."
 
-    def __reduce__(self):  # picklable (it crosses process boundaries inside errors)
-        return (_rebuild, (self.config, self.field, self.value, self.expected, self.example, self.refs, self.text))
+    def __reduce__(self):  # picklable, subclass kept (it crosses process boundaries inside errors)
+        return (_rebuild, (type(self), self.config, self.field, self.value, self.expected, self.example, self.refs,
+                           self.text))
 
 
-def _rebuild(config, field, value, expected, example, refs, text):
-    return ConfigValueError(config, field, value, expected, example, refs=refs, text=text)
+def _rebuild(cls, config, field, value, expected, example, refs, text):
+    return cls(config, field, value, expected, example, refs=refs, text=text)
 
 
 class ConfigTypeError(ConfigValueError, TypeError):
