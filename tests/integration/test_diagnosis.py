@@ -268,3 +268,68 @@ def test_a_traceback_from_a_script_sent_by_value_shows_its_file_and_lines(tmp_pa
     text = str(err)
     assert f'File "{folder / "by_value_train.py"}", line 3, in train_func' in text
     assert "return rows[5]  # off the end" in text and "<dynamic-code>" not in text
+
+
+class _BadSample(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        if i == 5:
+            raise ValueError(f"sample {i} has no 'label' field")
+        return torch.ones(2)
+
+
+def loads_a_bad_sample():
+    for batch in torch.utils.data.DataLoader(_BadSample(), batch_size=1, num_workers=1):
+        train.report({"x": float(batch.sum())})
+
+
+def test_an_exception_in_a_dataloader_worker_shows_its_own_message_first(tmp_path):
+    err = run(loads_a_bad_sample, 1, tmp_path)
+    assert err.first_line.startswith("Rank 0 (pid ")
+    assert "raised ValueError in DataLoader worker process 0: sample 5 has no 'label' field" in err.first_line
+    assert "at report 5" in err.first_line
+
+
+class _HoardsInCgroup(torch.utils.data.Dataset):
+    def __init__(self, cgroup):
+        self.cgroup = cgroup
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        with open(os.path.join(self.cgroup, "tasks"), "w") as f:
+            f.write(str(os.getpid()))  # only this DataLoader worker is in the small cgroup
+        hoard = [torch.ones(25 * 2**20) for _ in range(40)]
+        raise AssertionError(f"the kernel did not OOM-kill a DataLoader worker ({len(hoard)})")
+
+
+def dataloader_worker_hoards(config):
+    for batch in torch.utils.data.DataLoader(_HoardsInCgroup(config["cgroup"]), num_workers=1):
+        train.report({"x": 1})
+
+
+@pytest.mark.skipif(_own_memory_cgroup() is None, reason="needs a writable cgroup-v1 memory controller")
+def test_a_dataloader_worker_killed_by_the_kernel_oom_killer_is_out_of_memory(tmp_path):
+    base = _own_memory_cgroup()
+    cg = os.path.join(base, f"rafter-test-dl-{os.getpid()}")
+    os.mkdir(cg)
+    try:
+        for knob in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
+            try:
+                with open(os.path.join(cg, knob), "w") as f:
+                    f.write(str(600 * 2**20))
+            except OSError:
+                pass
+        err = run(dataloader_worker_hoards, 1, tmp_path, config={"cgroup": cg})
+    finally:
+        try:
+            os.rmdir(cg)
+        except OSError:
+            pass
+    first = err.first_line
+    assert first.startswith("Rank 0 (pid ") and "ran out of memory: its DataLoader worker (pid " in first, first
+    assert "killed by the kernel OOM killer" in first and err.kind == "oom"
+    assert err.evidence["oom"]["source"] == "kernel"

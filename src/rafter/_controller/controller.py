@@ -24,6 +24,7 @@ from rafter._controller.run_state import RunState
 from rafter._controller.storage_check import check_storage
 from rafter._controller.user_callbacks import UserCallbacks, rafter_callbacks, worker_exceptions
 from rafter._diagnose.collectives import CollectiveWatch
+from rafter._diagnose.dataloader import DataLoaderWatch
 from rafter._diagnose.hang import HangMonitor
 from rafter._diagnose.memory import MemoryMonitor
 from rafter._diagnose.verdict import RankOutcome, build_verdict
@@ -92,7 +93,7 @@ class Controller:
         self.timeout_s = timeout_s
         self.echo = echo
         # per-attempt watchers (see rafter._diagnose)
-        self.monitors: List[Any] = [MemoryMonitor, HangMonitor, CollectiveHub, CollectiveWatch]
+        self.monitors: List[Any] = [MemoryMonitor, HangMonitor, CollectiveHub, CollectiveWatch, DataLoaderWatch]
         self.fault: Optional[dict] = None  # armed by rafter.testing.inject_fault
         self.user_callbacks: Optional[UserCallbacks] = None  # Ray's UserCallback hooks (set by TorchTrainer)
 

@@ -90,6 +90,23 @@ def _crash_stack(tail: List[str]) -> str:
     return ""
 
 
+_DATALOADER = re.compile(r"^Caught (?P<type>[\w.]+) in DataLoader worker process (?P<n>\d+)\.")
+
+
+def _dataloader_message(rec: dict) -> Optional[str]:
+    """"ValueError in DataLoader worker process 0: bad sample 3" for torch's re-raised DataLoader error, whose
+    first line is only "Caught ValueError in DataLoader worker process 0." and whose real message is last."""
+    text = rec.get("message", "")
+    m = _DATALOADER.match(text.lstrip())
+    if not m:
+        return None
+    name = m["type"].rsplit(".", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = next((line for line in reversed(lines) if line.split(":", 1)[0].rsplit(".", 1)[-1] == name), None)
+    real = last.split(":", 1)[1].strip() if last and ":" in last else ""
+    return f"{m['type']} in DataLoader worker process {m['n']}" + (f": {real}" if real else "")
+
+
 def classify(o: RankOutcome) -> Failure:
     """What happened to one failed rank."""
     t = o.exit_time or 0.0
@@ -112,10 +129,12 @@ def classify(o: RankOutcome) -> Failure:
             return Failure(o.rank, "exit", t, f"called sys.exit({code})", rec.get("traceback", ""),
                            "Find the sys.exit() call in the traceback; raise an exception instead to get a clear error.",
                            False, o)
+        message = _dataloader_message(rec) or message
         kind = "serialization" if rec.get("type") == "SerializationError" else "exception"
         if rec.get("phase") in ("setup", "loading the train function"):
             kind = "startup"
-        headline = f"raised {rec['type']}" + (f": {message}" if message else "")
+        headline = (f"raised {message}" if message.startswith(f"{rec['type']} in DataLoader worker") else
+                    f"raised {rec['type']}" + (f": {message}" if message else ""))
         collateral = bool(_COLLATERAL.search(rec.get("message", ""))) or o.killed_by_rafter
         fix = ("Fix the error shown in the traceback above; it happened in your train function."
                if rec.get("phase") == "train function" else
