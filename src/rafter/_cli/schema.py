@@ -74,7 +74,7 @@ SECTIONS: Dict[str, Tuple[str, Dict[str, Field]]] = {
                                 _default(RunConfig, "hang_timeout_s"), nullable=True),
         "memory_threshold": Field("number", 0.95, "fraction of memory in use at which rafter stops a worker",
                                   _default(RunConfig, "memory_threshold")),
-        "callbacks": Field("callbacks", ["tensorboard"], "trackers: tensorboard, mlflow or module:Class", [],
+        "callbacks": Field("callbacks", ["tensorboard"], "trackers: tensorboard, mlflow, wandb or module:Class", [],
                            nullable=True),
     }),
     "failure": ("FailureConfig", {

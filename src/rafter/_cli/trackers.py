@@ -1,10 +1,12 @@
-"""``run.callbacks`` in a job file: ``tensorboard``, ``mlflow`` or ``module:Class``, each with options.
+"""``run.callbacks`` in a job file: ``tensorboard``, ``mlflow``, ``wandb`` or ``module:Class``, each with options.
 
     run:
       callbacks:
         - tensorboard                      # TensorBoardCallback()
         - type: mlflow                     # MLflowCallback(tracking_uri=..., experiment_name=...)
           tracking_uri: file:///tmp/mlruns
+        - type: wandb                      # WandbCallback(project=..., mode=offline, ...)
+          mode: offline
         - type: my_pkg.trackers:MyTracker  # any class; the other keys are its keyword arguments
 """
 
@@ -18,6 +20,7 @@ from rafter._cli.errors import ConfigError, did_you_mean
 BUILT_IN = {
     "tensorboard": "rafter.train.callbacks:TensorBoardCallback",
     "mlflow": "rafter.train.callbacks:MLflowCallback",
+    "wandb": "rafter.train.callbacks:WandbCallback",
 }
 _EXAMPLE = "run:\n  callbacks:\n    - tensorboard\n    - type: mlflow\n      experiment_name: my_experiment"
 
@@ -34,7 +37,7 @@ def _build(item: Any, path: str, source: str) -> Any:
         kwargs = {k: v for k, v in item.items() if k != "type"}
     else:
         raise ConfigError(
-            "each callback is a name (tensorboard, mlflow, module:Class) or a mapping with a 'type' key "
+            "each callback is a name (tensorboard, mlflow, wandb, module:Class) or a mapping with a 'type' key "
             "and the callback's options",
             source=source, path=path, value=item, has_value=True, fix=_EXAMPLE,
         )

@@ -9,6 +9,7 @@ import pickle
 import time
 from typing import Any, Dict, Optional
 
+from rafter._worker import alone
 from rafter._worker.session import get_session, require_session
 from rafter.train._validation import check_report_args
 
@@ -104,6 +105,7 @@ def report(metrics: Dict[str, Any], checkpoint: Optional[Any] = None, checkpoint
     clean = clean_metrics(metrics)
     index = session.report_index
     session.report_index = index + 1
+    alone.notice_report(session, index, checkpoint is not None)
     staged = None
     if checkpoint is not None:
         from rafter._worker.staging import stage_checkpoint

@@ -1,0 +1,179 @@
+"""``RayTrainReportCallback`` and ``prepare_trainer`` for ``transformers.Trainer`` (Ray Train 2.60's names).
+
+What reaches rafter, one report per logged step:
+- every ``Trainer.log`` (``on_log``): the logged values plus ``step`` (the trainer's global step); the train
+  and eval logs of one step are merged into one report;
+- every saved checkpoint (``on_save``): the Hugging Face checkpoint folder, as ``<rafter checkpoint>/checkpoint/``,
+  with the latest value of every logged key (Ray's behaviour: eval metrics logged before the save are
+  there for ``CheckpointConfig(checkpoint_score_attribute=...)``); it replaces that step's log report.
+
+Each rank saves its own part of a Hugging Face checkpoint (rank 0 the weights and optimizer, every rank its
+``rng_state_<rank>.pth``), usually into one shared ``output_dir``. After a barrier, the lowest rank that sees a
+given folder (same host, same real path) sends it; so each file goes to storage once, and ranks on other
+nodes with their own ``output_dir`` still send their part.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from typing import Any, Dict, List, Optional
+
+import transformers
+from transformers.trainer_callback import TrainerCallback
+
+from rafter import train
+from rafter._worker.alone import warn
+from rafter.train._checkpoint import Checkpoint
+
+_STAGE_PREFIX = ".rafter_report_rank_"
+
+
+class RayTrainReportCallback(TrainerCallback):
+    """Report each log and each saved checkpoint of a ``transformers.Trainer`` with ``rafter.train.report``.
+
+    Checkpoints are reported with this layout::
+
+        checkpoint_00000N/   rafter's checkpoint
+        └─ checkpoint/       the Hugging Face checkpoint folder (weights, optimizer, scheduler, RNG states)
+
+    Resume with ``trainer.train(resume_from_checkpoint=os.path.join(d, RayTrainReportCallback.CHECKPOINT_NAME))``
+    inside ``with rafter.train.get_checkpoint().as_directory() as d:``. Checkpoints follow the trainer's
+    ``save_strategy``/``save_steps``; logs follow ``logging_steps``. For the metric a checkpoint is scored by
+    to be current, evaluate and save at the same frequency (``eval_strategy == save_strategy``).
+    """
+
+    CHECKPOINT_NAME = "checkpoint"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: Dict[str, Any] = {}  # logs of the current step, not yet reported
+        self._training = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._training = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        if self._pending and self._pending["step"] != state.global_step:
+            self._flush()
+        self._pending.update(logs)
+        self._pending["step"] = state.global_step
+        if not self._training:  # trainer.evaluate() on its own: nothing else of this step will follow
+            self._flush()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._flush()
+        self._training = False
+
+    def _flush(self) -> None:
+        """One report per step: the train and eval logs of a step arrive separately and go out together."""
+        if self._pending:
+            metrics, self._pending = self._pending, {}
+            train.report(metrics)
+
+    def on_save(self, args, state, control, **kwargs):
+        metrics: Dict[str, Any] = {}
+        for log in state.log_history:
+            metrics.update(log)
+        metrics["step"] = state.global_step
+        self._pending = {}  # this step's logs are in ``metrics``
+        folder = _saved_folder(args, state)
+        _barrier()  # every rank has written its part of the folder
+        if folder is None or not _sends_folder(folder):
+            train.report(metrics)
+            return
+        stage = os.path.join(os.path.dirname(folder), f"{_STAGE_PREFIX}{train.get_context().get_world_rank()}")
+        shutil.rmtree(stage, ignore_errors=True)
+        try:
+            _link_tree(folder, os.path.join(stage, self.CHECKPOINT_NAME))
+            train.report(metrics, checkpoint=Checkpoint.from_directory(stage))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _saved_folder(args, state) -> Optional[str]:
+    """The folder ``Trainer._save_checkpoint`` just wrote (``<output_dir>/checkpoint-<global step>``)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+    folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+    if os.path.isdir(folder):
+        return folder
+    if os.path.isdir(args.output_dir):  # a trainer subclass that names its folders differently
+        return get_last_checkpoint(args.output_dir)
+    return None
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _barrier() -> None:
+    if _distributed():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _sends_folder(folder: str) -> bool:
+    """True on the lowest rank that sees ``folder`` (same host and real path); the others skip sending it."""
+    if not _distributed():
+        return True
+    import torch.distributed as dist
+
+    mine = (socket.gethostname(), os.path.realpath(folder))
+    everyone: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return everyone.index(mine) == dist.get_rank()
+
+
+def _link_tree(source: str, dest: str) -> None:
+    """``dest`` mirrors ``source`` with hard links (no copy on one filesystem), else with copies."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, copy_function=link_or_copy)
+
+
+def prepare_trainer(trainer: "transformers.Trainer") -> "transformers.Trainer":
+    """Check a ``transformers.Trainer`` (or subclass, e.g. TRL's ``SFTTrainer``) for a rafter run; returns it.
+
+    Warns when no ``RayTrainReportCallback`` is attached (nothing would reach rafter: no metrics, no
+    checkpoints to restart from) and when the trainer's world size differs from the run's (each worker
+    would train alone). Ray Data iterables, which Ray's version adapts, don't exist in rafter: pass
+    ordinary datasets, which ``transformers.Trainer`` shards across the workers itself.
+    """
+    if not isinstance(trainer, transformers.Trainer):
+        raise TypeError(
+            f"prepare_trainer(trainer): expected a transformers.Trainer (or a subclass such as trl.SFTTrainer), "
+            f"got {type(trainer).__module__}.{type(trainer).__qualname__}."
+        )
+    ctx = train.get_context()
+    if not any(isinstance(cb, RayTrainReportCallback) for cb in trainer.callback_handler.callbacks):
+        warn(
+            "prepare_trainer(): the trainer has no RayTrainReportCallback, so its logs and checkpoints don't "
+            "reach rafter (Result.metrics stays empty; a restart starts from scratch). Add one: "
+            "trainer.add_callback(RayTrainReportCallback())  "
+            "# from rafter.train.huggingface.transformers import RayTrainReportCallback"
+        )
+    world_size = ctx.get_world_size()
+    if trainer.args.world_size != world_size:
+        warn(
+            f"prepare_trainer(): the run has {world_size} workers but the trainer sees world size "
+            f"{trainer.args.world_size}, so each worker trains its own copy of the model. Likely cause: "
+            f"TrainingArguments created with local_rank=-1 or with the distributed environment variables "
+            f"(RANK, WORLD_SIZE, LOCAL_RANK) changed. Fix: create TrainingArguments inside the train function "
+            f"without local_rank."
+        )
+    return trainer
