@@ -1,6 +1,5 @@
 """Kill a driver while its workers hold after a committed checkpoint, then run the same driver again."""
 
-import json
 import os
 import subprocess
 import sys
@@ -24,15 +23,15 @@ print("RESUMED_AT", result.return_value["resumed_at"], "FINAL", result.metrics[{
 """
 
 
-def _wait_for_checkpoints(run_folder: str, proc: subprocess.Popen, count: int, timeout_s: float = 90) -> str:
-    """The name of the latest committed checkpoint, once ``rafter_run.json`` lists ``count`` of them."""
-    state_file = os.path.join(run_folder, "rafter_run.json")
+def _wait_for_checkpoints(run_folder: str, proc: subprocess.Popen, count: int, log, timeout_s: float = 90) -> str:
+    """The name of the latest committed checkpoint, once the run folder lists ``count`` of them."""
+    from rafter import _run_folder
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            with open(state_file) as f:
-                checkpoints = json.load(f)["checkpoints"]
-        except (OSError, ValueError, KeyError):
+            checkpoints = _run_folder.read(run_folder).checkpoints
+        except Exception:  # noqa: BLE001 - not written yet
             checkpoints = []
         if len(checkpoints) >= count:
             return checkpoints[-1]["name"]
@@ -40,7 +39,7 @@ def _wait_for_checkpoints(run_folder: str, proc: subprocess.Popen, count: int, t
             proc.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
             continue
-        raise AssertionError(f"the driver ended early with exit code {proc.returncode}")
+        raise AssertionError(f"the driver ended early with exit code {proc.returncode}:\n{log.read_text()[-3000:]}")
     raise AssertionError(f"{count} checkpoints not committed within {timeout_s} s in {run_folder}")
 
 
@@ -53,10 +52,11 @@ def kill_then_resume(tmp_path, fn: str, *, preload: str, hold_at: int, num_check
     script.write_text(DRIVER.format(preload=preload, fn=fn, hold_at=hold_at, final_metric=final_metric))
     storage = str(tmp_path / "results")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, str(script), storage, "hold"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+    log = tmp_path / "first_driver.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(script), storage, "hold"], stdout=out, stderr=out, env=env)
     try:
-        name = _wait_for_checkpoints(os.path.join(storage, "resumable"), proc, num_checkpoints)
+        name = _wait_for_checkpoints(os.path.join(storage, "resumable"), proc, num_checkpoints, log)
         family = psutil.Process(proc.pid).children(recursive=True)
     finally:
         proc.kill()
