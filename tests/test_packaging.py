@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,9 +99,14 @@ def test_installed_command_reports_its_version_and_explains_a_missing_shtab(whee
     assert "pip install shtab" in proc.stderr and "rafter-train[cli]" in proc.stderr, proc.stderr
 
 
-def test_readme_names_the_wheel_that_is_built(wheel):
-    assert f"dist/{wheel.name}" in (ROOT / "README.md").read_text(), (
-        f"README.md's install-from-a-wheel line should name dist/{wheel.name}")
+def test_readme_names_the_wheel_that_is_built_and_extras_it_has(wheel):
+    readme = (ROOT / "README.md").read_text()
+    assert f"dist/{wheel.name}" in readme, f"README.md's install-from-a-wheel line should name dist/{wheel.name}"
+    with zipfile.ZipFile(wheel) as zf:
+        meta = email.message_from_string(zf.read(f"rafter_train-{rafter.__version__}.dist-info/METADATA").decode())
+    table = readme[readme.index("| extra | adds | for |"):].split("\n\n")[0]
+    named = set(re.findall(r"^\| `([\w-]+)` \|", table, flags=re.M))
+    assert len(named) >= 6 and named <= set(meta.get_all("Provides-Extra")), (sorted(named), meta.get_all("Provides-Extra"))
 
 
 def _make_dry_run(target, tmp_path, *variables):
