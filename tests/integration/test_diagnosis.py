@@ -1,5 +1,6 @@
 """Every failure rafter claims to diagnose, produced for real; assertions on the verdict's text."""
 
+import contextlib
 import ctypes
 import os
 import pickle
@@ -142,6 +143,26 @@ def _own_memory_cgroup():
     return None
 
 
+@contextlib.contextmanager
+def small_cgroup(name, limit=600 * 2**20):
+    """A child memory cgroup of ours with a small limit; processes that join it are OOM-killed over it."""
+    cg = os.path.join(_own_memory_cgroup(), f"{name}-{os.getpid()}")
+    os.mkdir(cg)
+    try:
+        for knob in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
+            try:
+                with open(os.path.join(cg, knob), "w") as f:
+                    f.write(str(limit))
+            except OSError:
+                pass
+        yield cg
+    finally:
+        try:
+            os.rmdir(cg)
+        except OSError:
+            pass
+
+
 def oom_in_cgroup(config):
     def fault():
         with open(os.path.join(config["cgroup"], "tasks"), "w") as f:
@@ -155,22 +176,8 @@ def oom_in_cgroup(config):
 
 @pytest.mark.skipif(_own_memory_cgroup() is None, reason="needs a writable cgroup-v1 memory controller")
 def test_kernel_oom_kill_is_called_that(tmp_path):
-    base = _own_memory_cgroup()
-    cg = os.path.join(base, f"rafter-test-{os.getpid()}")
-    os.mkdir(cg)
-    try:
-        for knob, value in (("memory.limit_in_bytes", 600 * 2**20), ("memory.memsw.limit_in_bytes", 600 * 2**20)):
-            try:
-                with open(os.path.join(cg, knob), "w") as f:
-                    f.write(str(value))
-            except OSError:
-                pass
+    with small_cgroup("rafter-test") as cg:
         err = run(oom_in_cgroup, 2, tmp_path, config={"cgroup": cg})
-    finally:
-        try:
-            os.rmdir(cg)
-        except OSError:
-            pass
     assert err.first_line.startswith("Rank 1 (pid ") and "killed by the kernel OOM killer" in err.first_line
     assert err.kind == "oom" and err.evidence["oom"]["source"] == "kernel"
 
@@ -313,22 +320,8 @@ def dataloader_worker_hoards(config):
 
 @pytest.mark.skipif(_own_memory_cgroup() is None, reason="needs a writable cgroup-v1 memory controller")
 def test_a_dataloader_worker_killed_by_the_kernel_oom_killer_is_out_of_memory(tmp_path):
-    base = _own_memory_cgroup()
-    cg = os.path.join(base, f"rafter-test-dl-{os.getpid()}")
-    os.mkdir(cg)
-    try:
-        for knob in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
-            try:
-                with open(os.path.join(cg, knob), "w") as f:
-                    f.write(str(600 * 2**20))
-            except OSError:
-                pass
+    with small_cgroup("rafter-test-dl") as cg:
         err = run(dataloader_worker_hoards, 1, tmp_path, config={"cgroup": cg})
-    finally:
-        try:
-            os.rmdir(cg)
-        except OSError:
-            pass
     first = err.first_line
     assert first.startswith("Rank 0 (pid ") and "ran out of memory: its DataLoader worker (pid " in first, first
     assert "killed by the kernel OOM killer" in first and err.kind == "oom"
