@@ -326,3 +326,54 @@ def test_a_dataloader_worker_killed_by_the_kernel_oom_killer_is_out_of_memory(tm
     assert first.startswith("Rank 0 (pid ") and "ran out of memory: its DataLoader worker (pid " in first, first
     assert "killed by the kernel OOM killer" in first and err.kind == "oom"
     assert err.evidence["oom"]["source"] == "kernel"
+
+
+def removes_its_checkpoint_before_report():
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp()
+    torch.save({"w": torch.ones(2)}, os.path.join(folder, "model.pt"))
+    checkpoint = train.Checkpoint.from_directory(folder)
+    shutil.rmtree(folder)  # e.g. a TemporaryDirectory that closed before report()
+    train.report({"loss": 1.0}, checkpoint=checkpoint)
+
+
+def test_a_checkpoint_folder_that_vanished_before_report_is_a_worker_error_naming_it(tmp_path):
+    err = run(removes_its_checkpoint_before_report, 2, tmp_path)
+    first = err.first_line
+    assert "raised FileNotFoundError: rafter.train.report(checkpoint=...): the checkpoint folder /" in first, first
+    assert "does not exist (any more)" in first and err.kind == "exception"
+    assert train.Result.from_path(str(tmp_path / "diag")).error is not None  # the run is not left "running"
+
+
+def _tmpfs(path, size):
+    import subprocess
+
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def fills_the_disk(config):
+    if train.get_context().get_world_rank() == 0:
+        try:
+            with open(os.path.join(config["disk"], "another_job's_file"), "wb") as f:
+                while True:
+                    f.write(b"x" * 2**16)
+        except OSError as exc:
+            raise RuntimeError(f"could not write the batch cache: {exc}") from None
+
+
+def test_a_full_disk_while_rafter_records_the_failure_does_not_lose_the_verdict(tmp_path):
+    import subprocess
+
+    disk = tmp_path / "disk"
+    if not _tmpfs(disk, "2m"):
+        pytest.skip("needs permission to mount a small tmpfs")
+    try:
+        err = run(fills_the_disk, 1, disk, config={"disk": str(disk)})
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)  # the warm zygote may still hold a log
+    assert err.first_line.startswith("Rank 0 (pid ") and "could not write the batch cache" in err.first_line
+    assert "rafter could not record this failure in the run folder ([Errno 28] No space left" in str(err)

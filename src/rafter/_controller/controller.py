@@ -27,7 +27,7 @@ from rafter._diagnose.collectives import CollectiveWatch
 from rafter._diagnose.dataloader import DataLoaderWatch
 from rafter._diagnose.hang import HangMonitor
 from rafter._diagnose.memory import MemoryMonitor
-from rafter._diagnose.verdict import RankOutcome, build_verdict
+from rafter._diagnose.verdict import RankOutcome, build_verdict, keep_verdict
 from rafter._storage import Storage
 from rafter._util.log import setup_driver_logging
 from rafter._util.pickling import dumps_payload
@@ -134,12 +134,14 @@ class Controller:
                     attempt=number,
                     attempt_errors=attempt_errors,
                 )
-                state.end_attempt(verdict.first_line)
+                keep_verdict(verdict, state.end_attempt, verdict.first_line)  # a full disk must not hide it
                 notify(callbacks, "on_failure", error=verdict, run_path=state.run_path)
                 if self.user_callbacks is not None:
                     self.user_callbacks.after_exception(worker_exceptions(attempt.outcomes, verdict))
                 if not should_retry(verdict, failures_so_far=failures, max_failures=self.run_config.failure_config.max_failures):
-                    notify(callbacks, "on_end", result=state.finish(verdict), run_path=state.run_path)
+                    result = keep_verdict(verdict, state.finish, verdict)
+                    if result is not None:
+                        notify(callbacks, "on_end", result=result, run_path=state.run_path)
                     raise verdict
                 attempt_errors.append(verdict.first_line)
                 logger.warning(

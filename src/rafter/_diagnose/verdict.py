@@ -284,3 +284,14 @@ def build_verdict(
         attempt_errors=list(attempt_errors or []),
         log_dir=log_dir,
     )
+
+
+def keep_verdict(verdict: WorkerGroupError, write, *args):
+    """Run ``write(*args)`` (recording the failure in the run folder). If that fails (a full disk), the
+    verdict still reaches the user, with a note on what could not be recorded; returns None then."""
+    try:
+        return write(*args)
+    except OSError as exc:
+        verdict.args = (f"{verdict}\n\nrafter could not record this failure in the run folder ({exc}); its "
+                        f"state files may be out of date (they may still say the run is running).",)
+        return None

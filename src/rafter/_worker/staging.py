@@ -28,6 +28,12 @@ def stage_checkpoint(session, checkpoint, index: int, dir_name=None) -> dict:
     storage = Storage(spec.run_path)
     staging = storage.join(_run_folder.staging_rel(spec.attempt, index, spec.rank))
     with checkpoint.as_directory() as local_dir:
+        if not os.path.isdir(local_dir):
+            raise FileNotFoundError(
+                f"rafter.train.report(checkpoint=...): the checkpoint folder {local_dir} does not exist (any more): it "
+                f"was removed before report() could copy it. Keep the folder until report() returns, e.g. "
+                f"`with tempfile.TemporaryDirectory() as d: save(d); train.report(metrics, "
+                f"checkpoint=Checkpoint.from_directory(d))`.")
         if storage.process_local:
             files = copy_via_driver(session, "upload", local_dir, staging)
             faults.hit("upload", report=index)  # files staged, report not yet sent
