@@ -296,3 +296,23 @@ def test_results_of_a_corrupt_state_file_is_one_clear_error(tmp_path):
     (run / "rafter_run.json").write_text('["a list"]')
     with pytest.raises(ValueError, match="not a rafter state file"):
         _fit(one_report, tmp_path, n=1)
+
+
+def test_a_log_folder_that_is_not_a_folder_is_one_clear_error(tmp_path):
+    run = tmp_path / "results" / "run"
+    run.mkdir(parents=True)
+    (run / "logs").write_text("a file where the logs go")
+    with pytest.raises(ValueError, match=r"The log folder .*logs is not a folder; .*Fix: remove it"):
+        _fit(one_report, tmp_path, n=1)
+    assert sorted(os.listdir(run)) == ["logs"]
+
+
+def test_results_with_a_missing_checkpoint_folder_warns_and_shows_the_rest(tmp_path):
+    result = _fit(resumes, tmp_path, config={"stop": 3})
+    import shutil
+
+    shutil.rmtree(os.path.join(result.path, "checkpoint_000003"))
+    proc = subprocess.run([sys.executable, "-m", "rafter", "results", result.path], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    assert "lists checkpoint checkpoint_000003, which is missing from the folder" in proc.stderr
+    assert f"checkpoint:   {result.path}/checkpoint_000002  (2 kept)" in proc.stdout
