@@ -47,9 +47,9 @@ def commit_times(n: int, root: str, name: str = "commits"):
             staged = {"staging": dest, "files": state.storage.upload_dir(src, dest), "rank": 0}
             event = Reported(rank=0, index=i, metrics={"step": i, "loss": 1.0 / (i + 1)}, checkpoint=staged,
                              time=time.time())
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             committed = state.on_report(event)
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0, time.process_time() - c0))
             assert len(committed) == 1
         state.end_attempt(None)
         state.finish(None)
@@ -104,12 +104,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         commit_times(WARMUP, root, name="warm-up")
         times = commit_times(args.checkpoints + WINDOW, root)
-    at = {m: median(times[m: m + WINDOW]) for m in marks}
-    rows = [[f"{m:,}", f"{at[m] * 1e3:.3f} ms", f"{at[m] / at[marks[0]]:.2f} x"] for m in marks]
-    print(table(rows, ["checkpoints so far", f"commit (median of {WINDOW})", f"vs {marks[0]}"]))
-    ratio = at[marks[-1]] / at[marks[0]]
-    print(f"\ncommit ratio {marks[-1]:,} vs {marks[0]}: {ratio:.2f} x (target <= 1.5): "
-          f"{'yes' if ratio <= 1.5 else 'NO'}\n")
+    at = {m: median([w for w, _ in times[m: m + WINDOW]]) for m in marks}
+    cpu = {m: median([c for _, c in times[m: m + WINDOW]]) for m in marks}
+    rows = [[f"{m:,}", f"{at[m] * 1e3:.3f} ms", f"{at[m] / at[marks[0]]:.2f} x", f"{cpu[m] * 1e3:.3f} ms",
+             f"{cpu[m] / cpu[marks[0]]:.2f} x"] for m in marks]
+    print(table(rows, ["checkpoints so far", f"commit wall (median of {WINDOW})", f"vs {marks[0]}",
+                       "commit CPU", f"vs {marks[0]}"]))
+    ratio, cpu_ratio = at[marks[-1]] / at[marks[0]], cpu[marks[-1]] / cpu[marks[0]]
+    print(f"\ncommit ratio {marks[-1]:,} vs {marks[0]}: wall {ratio:.2f} x, CPU {cpu_ratio:.2f} x (target <= 1.5): "
+          f"{'yes' if max(ratio, cpu_ratio) <= 1.5 else 'NO'} (wall time is mostly fsync, which other disk users "
+          f"move; CPU time is the driver's own work)\n")
     with tempfile.TemporaryDirectory() as root:
         rss, wall = driver_rss(args.reports, root)
     first, last = min(rss), max(rss)
