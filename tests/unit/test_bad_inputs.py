@@ -207,9 +207,6 @@ def fit_with_storage(path):
     return TorchTrainer(one_arg, run_config=RunConfig(name="run", storage_path=path)).fit()
 
 
-# The error is right, but the folder gains an empty logs/ first: strict, so the fix is noticed.
-LOGS_FIRST = pytest.mark.xfail(strict=True, reason="RunState.open creates <run>/logs before it reads rafter_run.json")
-
 # Checked when fit() starts, before any process or folder is created.
 FIT = [
     ("storage_is_a_file", lambda s: fit_with_storage(os.path.join(s, "old_run", "notes.txt")), CVE, "storage_path",
@@ -221,12 +218,12 @@ FIT = [
     ("storage_unknown_scheme", lambda s: fit_with_storage("s4://bucket/x"), CVE, "storage_path", "'s4'"),
     ("storage_scheme_typo", lambda s: fit_with_storage("s3:/bucket/x"), CVE, "storage_path", "s3://bucket/x"),
     # run folders that are not rafter's (the run-folder code's checks, listed here with the other bad inputs)
-    pytest.param(("run_folder_foreign_state", lambda s: TorchTrainer(
+    ("run_folder_foreign_state", lambda s: TorchTrainer(
         one_arg, run_config=RunConfig(name="old_run", storage_path=s)).fit(), IncompatibleRunError, "rafter_run.json",
-        'no "format" key'), marks=LOGS_FIRST),
-    pytest.param(("run_folder_corrupt_state", lambda s: TorchTrainer(
+        'no "format" key'),
+    ("run_folder_corrupt_state", lambda s: TorchTrainer(
         one_arg, run_config=RunConfig(name="corrupt", storage_path=s)).fit(), IncompatibleRunError,
-        "corrupt/rafter_run.json", "not valid JSON"), marks=LOGS_FIRST),
+        "corrupt/rafter_run.json", "not valid JSON"),
     ("result_from_corrupt_folder", lambda s: Result.from_path(os.path.join(s, "corrupt")), IncompatibleRunError,
      "corrupt/rafter_run.json", "not valid JSON"),
     pytest.param(("storage_s3_not_installed", lambda s: fit_with_storage("s3://bucket/x"), CVE, "storage_path",

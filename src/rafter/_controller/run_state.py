@@ -58,7 +58,6 @@ class RunState:
             rf.ensure_private_dir(os.path.dirname(log_dir), "log folder")
         lock = hold(storage, run_path)
         try:
-            rf.ensure_private_dir(log_dir, "log folder")
             state = cls(run_config, storage, run_path, log_dir, lock)
             state.fingerprint = fingerprint
             state._load_or_create()
@@ -85,6 +84,7 @@ class RunState:
                     f"The run folder {self.run_path} already holds files ({', '.join(existing[:5])}) but no "
                     f"{rf.STATE_FILE}: it was not written by rafter.", path=self.run_path,
                     fix="choose another RunConfig(name=...) or storage_path so the two runs don't mix")
+        rf.ensure_private_dir(self.log_dir, "log folder")  # after the checks: a refused folder stays as it was
         cfg = self.config.checkpoint_config
         record.score = {"attribute": cfg.checkpoint_score_attribute, "order": cfg.checkpoint_score_order}
         journal = Appender(self.storage, self.storage.join_path(self.run_path, rf.CHECKPOINTS_FILE))
