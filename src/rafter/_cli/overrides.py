@@ -9,7 +9,7 @@ from typing import Any, Dict, Tuple
 from rafter._cli import schema
 from rafter._cli.checks import unknown_key
 from rafter._cli.errors import ConfigError, describe_type, inline
-from rafter._cli.yamlread import LimitError, load_value
+from rafter._cli.yamlread import MAX_DEPTH, LimitError, load_value
 
 _ENV = re.compile(r"\$\$(?=\{)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
@@ -79,6 +79,9 @@ def apply_set(values: Dict[str, Any], origins: Dict[str, str], flag: str) -> Non
     path, value = parse_set(flag)
     source = f"--set {flag}"
     parts = path.split(".")
+    if len(parts) > MAX_DEPTH:
+        raise ConfigError(f"the key path has {len(parts)} levels; a job nests at most {MAX_DEPTH}", source=source,
+                          fix="set a shorter path, e.g. --set train_loop_config.lr=0.01")
     top = parts[0]
     if top not in schema.top_level_keys():
         raise unknown_key(top, schema.top_level_keys(), "", source, value)

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from rafter.train._config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from rafter.train._config import PLACEMENT_STRATEGIES, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 REQUIRED = object()
 
@@ -62,7 +62,7 @@ SECTIONS: Dict[str, Tuple[str, Dict[str, Field]]] = {
         ),
         "placement_strategy": Field(
             "str", "PACK", "Ray placement strategy", _default(ScalingConfig, "placement_strategy"),
-            choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+            choices=PLACEMENT_STRATEGIES,
         ),
         "accelerator_type": Field("str", "A100", "Ray accelerator type", None, nullable=True),
     }),

@@ -26,7 +26,7 @@ from rafter.train._validation import (
 )
 
 _KNOWN_RESOURCES = ("CPU", "GPU", "memory")
-_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 CALLBACK_HOOKS = ("on_attempt_start", "after_report", "on_checkpoint", "on_failure", "on_end")
 
 
@@ -60,7 +60,7 @@ class ScalingConfig:
             raise ConfigValueError(name, "num_workers", self.num_workers,
                                    "num_workers must be a positive int (or 0: local mode, in this process)", 4)
         check_bool(name, "use_gpu", self.use_gpu)
-        check_choice(name, "placement_strategy", self.placement_strategy, _STRATEGIES)
+        check_choice(name, "placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
         check_optional_str(name, "accelerator_type", self.accelerator_type, "A100")
         resources = self.resources_per_worker
         if resources is None:
