@@ -64,7 +64,8 @@ def test_plain_lines_on_a_terminal_without_rich(tmp_path):
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('rich is hidden for this test')\n")
     code, out = run_on_terminal(["run", job(tmp_path, "plain"), "--progress-every", "0"],
-                                env={"PYTHONPATH": str(tmp_path / "no_rich")})
+                                env={"PYTHONPATH": os.pathsep.join(
+                                        filter(None, [str(tmp_path / "no_rich"), os.environ.get("PYTHONPATH")]))})
     assert code == 0, out
     assert "[rafter] attempt 1: starting 2 workers" in out
     assert "[rafter] report 10 (attempt 1" in out
