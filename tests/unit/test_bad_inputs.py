@@ -170,7 +170,7 @@ API = [
     ("resume_from_checkpoint_v1", lambda s: TorchTrainer(one_arg, resume_from_checkpoint=s), REMOVED,
      "resume_from_checkpoint", "results"),
     ("metadata_v1", lambda s: TorchTrainer(one_arg, metadata={"a": 1}), REMOVED, "metadata", "{'a': 1}"),
-    ("datasets_unsupported", lambda s: TorchTrainer(one_arg, datasets={"train": [1]}), REMOVED, "datasets",
+    ("datasets_not_ray_data", lambda s: TorchTrainer(one_arg, datasets={"train": [1]}), CTE, "datasets",
      "{'train': [1]}"),
     ("restore_v1", lambda s: TorchTrainer.restore(s), REMOVED, "TorchTrainer.restore()", "fit() again"),
     ("can_restore_v1", lambda s: TorchTrainer.can_restore(s), REMOVED, "TorchTrainer.can_restore()", "fit() again"),

@@ -83,6 +83,13 @@ class CollectiveRequest:
     data: Optional[bytes]
 
 
+@dataclass
+class DatasetRequest:
+    """A rank's first ``rafter.train.get_dataset_shard()``: it asks for its Ray Data shards."""
+
+    rank: int
+
+
 def from_message(rank: int, message: tuple):
     """The event for a worker's channel message, or None for messages a backend handles itself
     (``rdzv``: rank 0's store address, which the backend forwards to the other ranks)."""
@@ -104,6 +111,8 @@ def from_message(rank: int, message: tuple):
     if kind == "collective":
         _, seq, op, data = message
         return CollectiveRequest(rank, seq, op, data)
+    if kind == "datasets":
+        return DatasetRequest(rank)
     if kind == "progress":
         return Progress(rank, message[1], message[2] if len(message) > 2 else None)
     return None

@@ -101,7 +101,8 @@ class _InProcessChannel:
 class _LocalDriver:
     """What the controller does for a worker, done in-process: commit reports, answer collectives."""
 
-    def __init__(self, state: Optional[RunState], peers: Optional[_Peers], user_callbacks) -> None:
+    def __init__(self, state: Optional[RunState], peers: Optional[_Peers], user_callbacks, trainer) -> None:
+        self.trainer = trainer
         self.state = state
         self.peers = peers
         self.user_callbacks = user_callbacks
@@ -133,7 +134,23 @@ class _LocalDriver:
             return ("collective", seq, ops_and_data[1], None)
         if kind == "storage":
             return self._storage(*message[1:])
+        if kind == "datasets":
+            return self._datasets()
         return None
+
+    def _datasets(self):
+        from rafter._controller.datasets import materialize, split
+        from rafter._util.pickling import dumps
+
+        if not self.trainer.datasets:
+            return ("datasets", None, dumps({}), None)
+        if self.peers is not None:
+            return ("datasets", None, None,
+                    "TorchTrainer(datasets=...) is not supported under torchrun (as in Ray's local mode): there is "
+                    "no Ray cluster to shard the data across the torchrun processes. Launch without torchrun and "
+                    "ScalingConfig(num_workers=N), or read the data with a torch DataLoader.")
+        datasets = materialize(self.trainer.datasets)
+        return ("datasets", None, split(datasets, self.trainer.dataset_config, 1)[0], None)  # in-process: as is
 
     def _storage(self, op: str, source: str, dest: str):
         from rafter._storage import Storage
@@ -213,7 +230,7 @@ def _run(trainer, state, env, peers, created_group, rank, world_size) -> Result:
         latest_checkpoint=latest,
     )
     user_callbacks = UserCallbacks.for_run(trainer)
-    driver = _LocalDriver(state, peers, user_callbacks)
+    driver = _LocalDriver(state, peers, user_callbacks, trainer)
     session = WorkerSession(spec, _InProcessChannel(driver))
     set_session(session)
     try:

@@ -19,6 +19,7 @@ class WorkerSession:
         self.report_index = 0
         self.start_time = time.time()
         self.collective_seq = 0
+        self.dataset_shards = None  # {name: DataIterator}, fetched on the first get_dataset_shard()
         self._request_lock = threading.Lock()
 
     def send(self, message: tuple) -> None:

@@ -7,15 +7,20 @@
 from rafter.train._callback import Callback, UserCallback
 from rafter.train._checkpoint import Checkpoint
 from rafter.train._config import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from rafter.train._context import TrainContext, get_checkpoint, get_context, report
+from rafter.train._context import TrainContext, get_checkpoint, get_context, get_dataset_shard, report
+from rafter.train._data_config import DataConfig
 from rafter.train._errors import ControllerError, TrainingFailedError, WorkerGroupError
 from rafter.train._result import Result
 
+TRAIN_DATASET_KEY = "train"
+
 __all__ = [
+    "TRAIN_DATASET_KEY",
     "Callback",
     "Checkpoint",
     "CheckpointConfig",
     "ControllerError",
+    "DataConfig",
     "FailureConfig",
     "LoggingConfig",
     "Result",
@@ -28,6 +33,7 @@ __all__ = [
     "collective",
     "get_checkpoint",
     "get_context",
+    "get_dataset_shard",
     "report",
     "torch",
 ]

@@ -129,5 +129,33 @@ def get_checkpoint():
     return Checkpoint(path)
 
 
+def get_dataset_shard(dataset_name: Optional[str] = None):
+    """This worker's shard of ``TorchTrainer(datasets={dataset_name: ...})``: a Ray Data ``DataIterator``
+    (``iter_torch_batches()``, ``iter_batches()``, ``iter_rows()``). Split datasets give each rank a part of
+    the data per epoch (``streaming_split``); the others give every rank all of it."""
+    session = require_session("get_dataset_shard")
+    if session.dataset_shards is None:
+        _, address, blob, error = session.request(("datasets",))
+        if error:
+            raise RuntimeError(f"rafter.train.get_dataset_shard({dataset_name!r}): {error}")
+        import cloudpickle
+
+        if address is not None:
+            import ray
+
+            if not ray.is_initialized():  # the local backend's workers join the driver's Ray instance
+                ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        session.dataset_shards = cloudpickle.loads(blob) if isinstance(blob, bytes) else blob
+    shards = session.dataset_shards
+    if dataset_name not in shards:
+        given = ", ".join(repr(n) for n in sorted(shards)) or "none"
+        raise KeyError(
+            f"rafter.train.get_dataset_shard({dataset_name!r}): no dataset of that name was passed to the "
+            f"trainer (TorchTrainer(datasets=...) has {given}). Pass it, e.g. "
+            f"TorchTrainer(..., datasets={{{(dataset_name or 'train')!r}: ray.data.from_items(rows)}})."
+        )
+    return shards[dataset_name]
+
+
 def in_worker() -> bool:
     return get_session() is not None

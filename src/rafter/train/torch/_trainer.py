@@ -17,6 +17,9 @@ class TorchTrainer:
 
     ``fit()`` returns a :class:`~rafter.train.Result`, or raises :class:`~rafter.train.TrainingFailedError`
     whose message opens with the rank and the root cause of the failure.
+
+    ``datasets={name: ray.data.Dataset}`` (needs Ray Data) are sharded per worker as ``dataset_config``
+    (a :class:`~rafter.train.DataConfig`) says; a worker reads its shard with ``train.get_dataset_shard(name)``.
     """
 
     def __init__(
@@ -27,6 +30,8 @@ class TorchTrainer:
         torch_config: Optional[TorchConfig] = None,
         scaling_config: Optional[ScalingConfig] = None,
         run_config: Optional[RunConfig] = None,
+        datasets: Optional[Dict[str, Any]] = None,
+        dataset_config: Optional[Any] = None,
     ) -> None:
         checks.check_trainer_arguments(train_loop_per_worker, train_loop_config, torch_config, scaling_config,
                                        run_config)
@@ -35,6 +40,12 @@ class TorchTrainer:
         self.torch_config = torch_config or TorchConfig()
         self.scaling_config = scaling_config or ScalingConfig()
         self.run_config = run_config or RunConfig()
+        if datasets is not None:
+            from rafter._controller.datasets import check_datasets
+
+            datasets = check_datasets(datasets)
+        self.datasets = datasets or {}
+        self.dataset_config = dataset_config
         self._monitors: list = []  # extra controller monitors (rafter.testing.ChaosMonkey)
         self._fault = None  # a fault armed by rafter.testing.inject_fault
 
@@ -49,6 +60,9 @@ class TorchTrainer:
         if self.scaling_config.num_workers == 0:
             return local_mode.run(self)
         from rafter._controller.controller import Controller
+        from rafter._controller.datasets import DatasetShards, materialize
+
+        datasets = materialize(self.datasets) if self.datasets else {}
 
         controller = Controller(
             self.train_loop_per_worker,
@@ -58,7 +72,8 @@ class TorchTrainer:
             backend_name=self.torch_config.resolve_backend(self.scaling_config.use_gpu),
             timeout_s=self.torch_config.timeout_s,
         )
-        controller.monitors.extend(self._monitors)
+        controller.monitors.extend([*self._monitors, DatasetShards])
+        controller.datasets, controller.dataset_config = datasets, self.dataset_config
         controller.fault = self._fault
         controller.user_callbacks = UserCallbacks.for_run(self)
         return controller.fit()

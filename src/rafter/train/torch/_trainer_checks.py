@@ -25,9 +25,6 @@ REMOVED = {
     "metadata": "store what you need in the checkpoint, e.g. checkpoint.set_metadata({...}) before report()",
 }
 UNSUPPORTED = {
-    "datasets": "rafter has no Ray Data integration; load the data in the train function (e.g. with a torch "
-                "DataLoader and rafter.train.torch.prepare_data_loader)",
-    "dataset_config": "rafter has no Ray Data integration; load the data in the train function",
     "validation_config": "validate in the train function and report the metrics with rafter.train.report()",
 }
 
