@@ -40,7 +40,6 @@ class UserCallbacks:
     def on_report(self, event, state) -> list:
         """Hand ``event`` (a rank's report) to the run state, then call ``after_report`` when it completes
         a report of every rank. Returns what ``state.on_report`` returns (the checkpoints it committed)."""
-        committed = state.next_number
         done = state.on_report(event)
         if not self.callbacks:
             return done
@@ -50,11 +49,7 @@ class UserCallbacks:
         if len(reports) < state.world_size:
             return done
         del self._pending[key]
-        checkpoint = None
-        if state.next_number != committed:
-            from rafter.train._checkpoint import Checkpoint
-
-            checkpoint = Checkpoint(state.latest_checkpoint_path)
+        checkpoint = state.checkpoint(done[-1]) if done else None
         metrics = [reports[r] for r in sorted(reports)]
         for cb in self.callbacks:
             cb.after_report(self.run_context, metrics, checkpoint)
