@@ -29,6 +29,7 @@ from rafter.train import (
     ScalingConfig,
     report,
 )
+from rafter.train.callbacks import MLflowCallback, TensorBoardCallback
 from rafter.train._validation import ConfigTypeError, ConfigValueError, RemovedArgumentError
 from rafter.train.torch import (
     TorchConfig,
@@ -174,6 +175,11 @@ API = [
      "{'train': [1]}"),
     ("restore_v1", lambda s: TorchTrainer.restore(s), REMOVED, "TorchTrainer.restore()", "fit() again"),
     ("can_restore_v1", lambda s: TorchTrainer.can_restore(s), REMOVED, "TorchTrainer.can_restore()", "fit() again"),
+    # tracker callbacks (checked before their package is imported)
+    ("tensorboard_logdir_int", lambda s: TensorBoardCallback(logdir=5), CVE, "logdir", "5"),
+    ("tensorboard_logdir_empty", lambda s: TensorBoardCallback(logdir=""), CVE, "logdir", "''"),
+    ("mlflow_uri_int", lambda s: MLflowCallback(tracking_uri=5000), CVE, "tracking_uri", "5000"),
+    ("mlflow_experiment_empty", lambda s: MLflowCallback(experiment_name=""), CVE, "experiment_name", "''"),
     # Checkpoint
     ("checkpoint_empty_path", lambda s: Checkpoint(""), CVE, "path", "''"),
     ("checkpoint_int_path", lambda s: Checkpoint(3), CVE, "path", "3"),

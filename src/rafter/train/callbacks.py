@@ -17,6 +17,7 @@ import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from rafter.train._callback import Callback
+from rafter.train._validation import check_optional_str, check_path
 
 __all__ = ["Callback", "MLflowCallback", "TensorBoardCallback", "WandbCallback", "scalar_metrics"]
 
@@ -71,6 +72,8 @@ class TensorBoardCallback(_ScalarTracker):
     """
 
     def __init__(self, logdir: Optional[str] = None) -> None:
+        self.logdir = None if logdir is None else check_path("TensorBoardCallback", "logdir", logdir, "tb_logs",
+                                                             empty="name a folder, or leave it unset for the default")
         try:
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
         except ImportError as exc:
@@ -78,7 +81,6 @@ class TensorBoardCallback(_ScalarTracker):
                 f"TensorBoardCallback needs the tensorboard package, which can't be imported ({exc}). "
                 f"Install it: pip install tensorboard"
             ) from None
-        self.logdir = os.fspath(logdir) if logdir is not None else None
         self._writer = None
 
     def _open(self, run_path: str):
@@ -115,6 +117,8 @@ class MLflowCallback(_ScalarTracker):
     """
 
     def __init__(self, tracking_uri: Optional[str] = None, experiment_name: Optional[str] = None) -> None:
+        check_optional_str("MLflowCallback", "tracking_uri", tracking_uri, "http://localhost:5000")
+        check_optional_str("MLflowCallback", "experiment_name", experiment_name, "my_experiment")
         try:
             from mlflow.tracking import MlflowClient  # noqa: F401
         except ImportError as exc:
