@@ -97,9 +97,17 @@ class LocalLock:
                 fd = open_fd(self.path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
+                except (BlockingIOError, PermissionError):
                     os.close(fd)
                     raise _in_use(self.run_path, self._holder()) from None
+                except OSError as exc:  # a filesystem without locks (ENOLCK): the owner's pid must do
+                    rec = _parse(os.pread(fd, 1 << 16, 0).decode(errors="replace"))
+                    if rec and rec.get("host") == socket.gethostname() and _pid_alive(rec.get("pid")):
+                        os.close(fd)
+                        raise _in_use(self.run_path, rec) from None
+                    logger.warning("The filesystem of %s has no file locks (%s); rafter tells a live owner of "
+                                   "this run folder by its pid only.", self.run_path, exc.strerror or exc)
+                    break
                 try:
                     same = os.fstat(fd).st_ino == os.stat(self.path, follow_symlinks=False).st_ino
                 except FileNotFoundError:

@@ -268,6 +268,10 @@ def test_nan_and_inf_metrics_are_valid_json_and_read_back_as_floats(tmp_path):
 
 
 def test_nothing_of_an_attempt_is_left_after_success_but_the_listed_files(tmp_path):
+    _fit(resumes, tmp_path, config={"stop": 1})
+    run = tmp_path / "results" / "run"
+    (run / "rafter_run.json.tmp-99999").write_text('{"format": 2, "status": "runn')  # a driver died mid-write
+    (run / ".staging" / "attempt_1_report_7" / "rank_0").mkdir(parents=True)
     result = _fit(resumes, tmp_path, config={"stop": 2})
     listed = {"rafter_run.json", "checkpoints.jsonl", "metrics.jsonl", "logs", "checkpoint_000001", "checkpoint_000002"}
     assert set(os.listdir(result.path)) == listed

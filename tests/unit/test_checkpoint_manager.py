@@ -141,3 +141,15 @@ def test_a_live_remote_lease_refuses_a_second_driver_and_an_expired_one_is_taken
     assert f"taking over run folder {run} from driver pid" in caplog.text and "whose lease expired" in caplog.text
     second.release()
     assert not storage.exists(storage.join_path(run, rf.LOCK_FILE))
+
+
+def test_a_second_owner_in_the_same_process_is_refused_and_a_released_folder_is_free(tmp_path):
+    storage = Storage(str(tmp_path))
+    run = storage.join("run")
+    storage.makedirs(run)
+    first = _run_lock.hold(storage, run)
+    with pytest.raises(_run_lock.RunFolderInUseError, match=r"in use by driver pid \d+ .*\(in this same process\)"):
+        _run_lock.hold(storage, run)
+    first.release()
+    assert not storage.exists(storage.join_path(run, rf.LOCK_FILE))
+    _run_lock.hold(storage, run).release()
