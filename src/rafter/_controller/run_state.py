@@ -26,6 +26,8 @@ from rafter.train._result import Result
 
 logger = logging.getLogger("rafter")
 
+METRICS_SYNC_S = 10.0
+
 
 class RunState:
     def __init__(self, run_config: RunConfig, storage: Storage, run_path: str, log_dir: str, lock) -> None:
@@ -41,6 +43,7 @@ class RunState:
         self.checkpoints: Optional[CheckpointManager] = None
         self._metrics: Optional[Appender] = None
         self._spool: Optional[str] = None  # remote storage: metrics are appended locally, uploaded at commits
+        self._synced = -METRICS_SYNC_S
 
     # -- opening / resuming --------------------------------------------------------------------
     @classmethod
@@ -124,9 +127,13 @@ class RunState:
                 f.write(self.storage.read_bytes(path))
         self._metrics = Appender(Storage(self.log_dir), self._spool)
 
-    def _sync_metrics(self) -> None:
-        if self._spool is not None:
-            self.storage.fs.put_file(self._spool, self.storage.join_path(self.run_path, rf.METRICS_FILE))
+    def _sync_metrics(self, force: bool = True) -> None:
+        """Remote storage: upload the spooled ``metrics.jsonl`` (at most every METRICS_SYNC_S at commits, so
+        frequent checkpoints don't re-upload a long history each time; always at the end)."""
+        if self._spool is None or (not force and time.monotonic() - self._synced < METRICS_SYNC_S):
+            return
+        self.storage.fs.put_file(self._spool, self.storage.join_path(self.run_path, rf.METRICS_FILE))
+        self._synced = time.monotonic()
 
     def _check_compatible(self, saved: Dict[str, Any]) -> None:
         theirs = saved.get("fingerprint", {}).get("train_fn")
@@ -187,7 +194,7 @@ class RunState:
             self._metrics.append(rf.dumps_line(metrics))  # on disk now: callbacks may read it
         committed = self.checkpoints.on_report(event.rank, event.index, metrics, event.checkpoint)
         if committed:
-            self._sync_metrics()
+            self._sync_metrics(force=False)
         return committed
 
     @property
