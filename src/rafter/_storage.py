@@ -118,7 +118,7 @@ class Storage:
             tmp = f"{path}.tmp-{os.getpid()}"
             if os.path.lexists(tmp):
                 os.unlink(tmp)  # a leftover of an earlier process with this pid
-            with os.fdopen(open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
+            with os.fdopen(open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "w") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
@@ -149,7 +149,7 @@ class Storage:
                 out = self.join_path(target, name)
                 digest, size = hashlib.sha256(), 0
                 with open(src, "rb") as fin:
-                    fout = os.fdopen(open_fd(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") if self.local \
+                    fout = os.fdopen(open_fd(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") if self.local \
                         else self.fs.open(out, "wb")
                     with fout:
                         while True:
