@@ -1,6 +1,6 @@
 # Two commands for a fresh machine (see README):  make quickstart   and   make test
 # One environment, .venv, that grows: `quickstart` installs the user install only (rafter with its cli
-# extra: torch plus a few small packages); `test` adds what the test suite needs (the dev extra, Ray).
+# extra: torch plus a few small packages); `test` adds what the test suite needs (the dev extra, Ray and Ray Data).
 # torch is pinned by constraints-dev.txt (the library itself declares torch>=2.4).
 PY ?= python3
 VENV := .venv
@@ -22,7 +22,7 @@ $(USER_STAMP): pyproject.toml constraints-dev.txt | $(BIN)/python
 	touch $@
 
 $(DEV_STAMP): $(USER_STAMP)
-	$(PIP) -e ".[cli,dev,ray]"
+	$(PIP) -e ".[cli,data,dev,ray]"
 	touch $@
 
 .PHONY: venv quickstart test bench

@@ -123,7 +123,7 @@ def test_make_quickstart_installs_the_user_install_only_and_make_test_adds_the_d
     quickstart = [line for line in _make_dry_run("quickstart", tmp_path).splitlines() if "pip install" in line]
     assert len(quickstart) == 1 and quickstart[0].endswith('-c constraints-dev.txt -e ".[cli]"'), quickstart
     test = _make_dry_run("test", tmp_path)
-    assert '-e ".[cli,dev,ray]"' in test and "pytest" in test, test
+    assert '-e ".[cli,data,dev,ray]"' in test and "pytest" in test, test
     assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
 
 
