@@ -1,11 +1,16 @@
 """Diagnosis: what each tool says first when a worker dies or raises, and how fast.
 
-    python bench/diagnose.py [--runs 3] [--raytrain-runs 1]
+    python bench/diagnose.py [--runs 3] [--raytrain-runs 1] [--modes sigkill,exception,uneven,straggler]
 
-The same 2-worker gloo job (rank 1 at step 3: SIGKILL itself, or raise RuntimeError) under rafter,
-torchrun and Ray Train 2.60 (its own venv). Prints, side by side, the first line of the error each one
-shows the user, and the detection time: from the fault to the tool reporting the failure (for rafter,
-fit() raising; for torchrun and Ray Train, the process exiting with the error printed).
+The same 2-worker gloo job under rafter, torchrun and Ray Train 2.60 (its own venv, or RAYTRAIN_VENV), with
+a 5 s collective timeout, and one fault on rank 1:
+  sigkill / exception: at step 3 it SIGKILLs itself or raises RuntimeError;
+  uneven: DDP, rank 1 has 7 batches and rank 0 has 8; rank 1 leaves the loop and returns;
+  straggler: at step 3 it sleeps 25 s before the next gradient all-reduce (past the 5 s timeout).
+Prints, side by side, the first line of the error each one shows the user, and the detection time: from
+the fault (for uneven: rank 1 leaving the loop; for straggler: the start of its sleep, so the figure
+includes the 5 s timeout) to the tool reporting the failure (for rafter, fit() raising; for torchrun and
+Ray Train, the process exiting with the error printed).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--raytrain-runs", type=int, default=1)
+    parser.add_argument("--modes", default="sigkill,exception,uneven,straggler")
     args = parser.parse_args()
     py = sys.executable
     ray_py = raytrain_python()
@@ -58,7 +64,7 @@ def main() -> None:
         tools["Ray Train 2.60"] = (lambda mode: [ray_py, "bench/baselines/raytrain_diagnose.py", mode],
                                    args.raytrain_runs)
     rows = []
-    for mode in ("sigkill", "exception"):
+    for mode in args.modes.split(","):
         for tool, (cmd_for, runs) in tools.items():
             lines, detect = [], []
             for _ in range(runs):
@@ -73,6 +79,8 @@ def main() -> None:
             rows.append([mode, tool, f"{median(detect):.2f}", f"`{first[:200]}`"])
     print(f"# Diagnosis benchmark ({machine()})\n")
     print(table(rows, ["fault on rank 1", "tool", "detection s (median)", "first line shown"]))
+    if not (ray_py and args.raytrain_runs):
+        print("\nRay Train 2.60: not run (no venv: bench/baselines/setup_raytrain_venv.sh, or RAYTRAIN_VENV=...)")
 
 
 if __name__ == "__main__":

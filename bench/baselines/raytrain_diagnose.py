@@ -1,7 +1,7 @@
 """Baseline: what Ray Train 2.60 shows the user when one worker dies or raises.
 
     BENCH_DEATH_FILE=/tmp/fault.txt python bench/baselines/raytrain_diagnose.py sigkill
-    BENCH_DEATH_FILE=/tmp/fault.txt python bench/baselines/raytrain_diagnose.py exception
+    BENCH_DEATH_FILE=/tmp/fault.txt python bench/baselines/raytrain_diagnose.py exception   # or uneven, straggler
 
 2 workers x 1 CPU, no retries (FailureConfig default max_failures=0). Every step
 all-reduces a tensor; at step 3 world rank 1 writes time.time() to BENCH_DEATH_FILE
@@ -21,13 +21,32 @@ import ray.train
 import torch
 import torch.distributed as dist
 from ray.train import ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 
 FAULT_STEP = 3
 
 
+def uneven_or_straggler(config, rank):
+    """As in torchrun_diagnose.py: uneven (DDP, rank 1 has 7 batches, rank 0 8) or straggler (rank 1 sleeps
+    25 s at step 3, past TorchConfig(timeout_s=5))."""
+    model = ray.train.torch.prepare_model(torch.nn.Linear(8, 2))
+    mode = config["mode"]
+    for step in range(7 if (mode == "uneven" and rank == 1) else 8):
+        if mode == "straggler" and rank == 1 and step == FAULT_STEP:
+            with open(config["death_file"], "w") as f:
+                f.write(repr(time.time()))
+            time.sleep(25)
+        model(torch.ones(4, 8)).sum().backward()
+        time.sleep(0.05)
+    if mode == "uneven" and rank == 1:
+        with open(config["death_file"], "w") as f:
+            f.write(repr(time.time()))
+
+
 def train_func(config):
     rank = ray.train.get_context().get_world_rank()
+    if config["mode"] in ("uneven", "straggler"):
+        return uneven_or_straggler(config, rank)
     for step in range(10):
         if rank == 1 and step == FAULT_STEP:
             with open(config["death_file"], "w") as f:
@@ -42,13 +61,14 @@ def train_func(config):
 
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "sigkill"
-    assert mode in ("sigkill", "exception"), mode
+    assert mode in ("sigkill", "exception", "uneven", "straggler"), mode
     death_file = os.environ.get("BENCH_DEATH_FILE", "/tmp/raytrain_diagnose_fault.txt")
     ray.init(address="local")
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"mode": mode, "death_file": death_file},
         scaling_config=ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1}),
+        torch_config=TorchConfig(timeout_s=5),
     )
     t0 = time.perf_counter()
     try:

@@ -134,7 +134,8 @@ def _behind(summaries: Dict[int, dict], outcomes: Dict[int, object], hang: Optio
         left = (f": it left the training loop after {done} batches, the others did not (uneven data: use "
                 f"drop_last/DistributedSampler or join)" if done else "")
         return Finding(rank, "out_of_step", (
-            f"returned at report {o.reports} while {_ranks(waiting)} {verb} still in {kind}{left}"),
+            f"returned {f'at report {o.reports}' if o.reports else 'before its first report'} while "
+            f"{_ranks(waiting)} {verb} still in {kind}{left}"),
             _UNEVEN_FIX if done else (
                 "Every rank must make the same collectives: a rank may only return when the others do. Look for "
                 f"an early `return`/`break` on {_ranks([rank])}."), s.get("time"))
@@ -242,7 +243,8 @@ class CollectiveWatch:
     def _check_poll(self) -> None:
         summaries = {}
         for rank in self._live():
-            s = _read_json(summary_path(self.group.spec(rank).log_dir, rank))
+            spec = self.group.spec(rank)
+            s = _read_json(summary_path(spec.log_dir, rank, spec.attempt))
             if s is None or s.get("time", 0) < self.polled_at:
                 if time.time() - self.polled_at < 2.0:
                     return  # not every answer is in yet
@@ -270,7 +272,7 @@ class CollectiveWatch:
     def close(self) -> None:
         for rank, o in self.attempt.outcomes.items():
             spec = self.group.spec(rank)
-            summary = _read_json(summary_path(spec.log_dir, rank))
+            summary = _read_json(summary_path(spec.log_dir, rank, spec.attempt))
             if summary is None:
                 continue
             summary["timeout_s"] = self.timeout_s

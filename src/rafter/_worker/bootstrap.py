@@ -51,7 +51,7 @@ def _apply_spec(spec: WorkerSpec) -> None:
     stack_file = open(spec.stack_file, "a")  # append: a dump after the driver emptied the file starts at 0
     faulthandler.register(STACK_DUMP_SIGNAL, file=stack_file, all_threads=True, chain=False)
     _keep_alive.append(stack_file)
-    collectives.arm(spec.log_dir, spec.rank)
+    collectives.arm(spec.log_dir, spec.rank, spec.attempt)
 
 
 _keep_alive: list = []

@@ -4,7 +4,7 @@ torch records every collective of a process group in a ring buffer (``TORCH_FR_B
 NCCL alike), including DDP's gradient all-reduce inside ``loss.backward()``: its sequence number, kind,
 shapes, dtypes, start time and the Python frames that called it. Recording costs a few microseconds per
 call. rafter turns it on in every worker (unless the user set the variable) and writes a short summary to
-``<log_dir>/collectives_rank_<N>.json``:
+``<log_dir>/collectives_rank_<N>_attempt_<A>.json``:
 
 - when the train function raises or returns (from the training thread, before the driver hears of it);
 - when the driver asks (``COLLECTIVES_SIGNAL``), from a thread that waits for that signal: the training
@@ -33,19 +33,19 @@ _DTYPES = {"Float": "float32", "Double": "float64", "Half": "float16", "BFloat16
 _state: Dict[str, Any] = {}
 
 
-def summary_path(log_dir: str, rank: int) -> str:
-    return os.path.join(log_dir, f"collectives_rank_{rank}.json")
+def summary_path(log_dir: str, rank: int, attempt: int = 1) -> str:
+    return os.path.join(log_dir, f"collectives_rank_{rank}_attempt_{attempt}.json")
 
 
-def arm(log_dir: str, rank: int) -> None:
+def arm(log_dir: str, rank: int, attempt: int = 1) -> None:
     """Turn the flight recorder on (before ``init_process_group``) and start the thread that answers the
     driver. Call from the worker's only thread, before any other starts: the signal is blocked in every
     thread (threads inherit the mask) and taken by the waiting thread alone."""
     os.environ.setdefault("TORCH_FR_BUFFER_SIZE", BUFFER_SIZE)
-    os.environ.setdefault("TORCH_FR_DUMP_TEMP_FILE", os.path.join(log_dir, "flight_recorder_rank_"))
-    _state.update(path=summary_path(log_dir, rank), lock=threading.Lock())
+    os.environ.setdefault("TORCH_FR_DUMP_TEMP_FILE", os.path.join(log_dir, f"collectives_rank_{rank}_flight_recorder_"))
+    _state.update(path=summary_path(log_dir, rank, attempt), lock=threading.Lock())
     try:
-        os.remove(_state["path"])  # an earlier attempt's
+        os.remove(_state["path"])  # left by an earlier fit() of this run
     except OSError:
         pass
     signal.pthread_sigmask(signal.SIG_BLOCK, {COLLECTIVES_SIGNAL})
