@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, Optional
 
 from rafter._run_folder import LOCK_FILE, RunFolderError
 from rafter._storage import Storage, open_fd
@@ -31,7 +31,9 @@ logger = logging.getLogger("rafter")
 
 LEASE_S = 60.0
 RECORD_WAIT_S = 2.0  # how long a loser waits for the winner of a simultaneous start to write its record
-_held_here: Set[str] = set()  # POSIX locks don't conflict inside one process: guard that case too
+# POSIX locks don't conflict inside one process, and closing *any* fd of the file drops them: so this process's
+# own locks are known here (path -> owner record), and the lock file is never opened twice by its owner.
+_held_here: Dict[str, Dict[str, Any]] = {}
 _held_lock = threading.Lock()
 
 
@@ -92,7 +94,7 @@ class LocalLock:
     def acquire(self) -> "LocalLock":
         with _held_lock:
             if self.path in _held_here:
-                raise _in_use(self.run_path, _parse(_read(self.path)), " (in this same process)")
+                raise _in_use(self.run_path, _held_here[self.path], " (in this same process)")
             while True:
                 fd = open_fd(self.path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
@@ -116,14 +118,14 @@ class LocalLock:
                     break
                 os.close(fd)  # the owner unlinked it while we waited: lock the new file instead
             self.fd = fd
-            _held_here.add(self.path)
+            _held_here[self.path] = me = _owner()
         self.previous = _parse(os.pread(fd, 1 << 16, 0).decode(errors="replace"))
         if self.previous:
             gone = "is no longer running" if not _pid_alive(self.previous.get("pid")) or \
                 self.previous.get("host") != socket.gethostname() else "holds no lock any more"
             logger.warning("taking over run folder %s from %s, which %s.", self.run_path,
                            _describe(self.previous), gone)
-        data = json.dumps(_owner()).encode()
+        data = json.dumps(me).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
         os.fsync(fd)
@@ -147,7 +149,7 @@ class LocalLock:
         os.close(self.fd)
         self.fd = None
         with _held_lock:
-            _held_here.discard(self.path)
+            _held_here.pop(self.path, None)
 
 
 def _read(path: str) -> str:

@@ -3,6 +3,8 @@ no processes; and the run folder's owner lease on remote storage."""
 
 import logging
 import math
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -150,6 +152,9 @@ def test_a_second_owner_in_the_same_process_is_refused_and_a_released_folder_is_
     first = _run_lock.hold(storage, run)
     with pytest.raises(_run_lock.RunFolderInUseError, match=r"in use by driver pid \d+ .*\(in this same process\)"):
         _run_lock.hold(storage, run)
+    probe = "import fcntl, os, sys; fcntl.lockf(os.open(sys.argv[1], os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    other = subprocess.run([sys.executable, "-c", probe, storage.join_path(run, rf.LOCK_FILE)], capture_output=True)
+    assert other.returncode != 0 and b"BlockingIOError" in other.stderr  # the refusal kept the first owner's lock
     first.release()
     assert not storage.exists(storage.join_path(run, rf.LOCK_FILE))
     _run_lock.hold(storage, run).release()
