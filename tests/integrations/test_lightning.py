@@ -41,6 +41,20 @@ def test_epochs_report_metrics_and_checkpoints_and_a_sigkilled_worker_resumes_fr
     assert_same_weights(result.return_value["weights"], reference.return_value["weights"])
 
 
+def test_fsdp_on_cpu_workers_fails_before_training_naming_use_gpu_and_ddp(tmp_path):
+    from rafter.train import RunConfig, ScalingConfig, TrainingFailedError
+    from rafter.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(lightning_train, train_loop_config={"output_dir": str(tmp_path / "out"), "fsdp": True},
+                           scaling_config=ScalingConfig(num_workers=1),
+                           run_config=RunConfig(name="fsdp", storage_path=str(tmp_path)))
+    with pytest.raises(TrainingFailedError) as info:
+        trainer.fit()
+    first = str(info.value).split("\n")[0]
+    assert "raised RuntimeError: RayFSDPStrategy needs GPUs" in first
+    assert "ScalingConfig(use_gpu=True)" in first and "strategy=RayDDPStrategy()" in first
+
+
 @pytest.mark.slow
 def test_fit_again_after_the_driver_was_killed_resumes_from_the_lightning_checkpoint(tmp_path):
     from tests.integrations.driver_kill import kill_then_resume

@@ -170,8 +170,8 @@ def lightning_train(config):
     """A Lightning Trainer set up as Ray's docs show; resumes from ``train.get_checkpoint()``."""
     import lightning.pytorch as pl
 
-    from rafter.train.lightning import (RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback,
-                                        prepare_trainer)
+    from rafter.train.lightning import (RayDDPStrategy, RayFSDPStrategy, RayLightningEnvironment,
+                                        RayTrainReportCallback, prepare_trainer)
 
     torch.manual_seed(0)
     model = lightning_module_class()()
@@ -179,7 +179,8 @@ def lightning_train(config):
     if config.get("hold_at") is not None:
         callbacks.append(hold_forever_after_epoch(config["hold_at"]))
     trainer = pl.Trainer(
-        max_epochs=config.get("max_epochs", 4), devices="auto", accelerator="cpu", strategy=RayDDPStrategy(),
+        max_epochs=config.get("max_epochs", 4), devices="auto", accelerator="cpu",
+        strategy=RayFSDPStrategy() if config.get("fsdp") else RayDDPStrategy(),
         plugins=[RayLightningEnvironment()], callbacks=callbacks, enable_checkpointing=False, logger=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=config["output_dir"],
     )

@@ -64,7 +64,18 @@ class RayDDPStrategy(_RayStrategyMixin, pl.strategies.DDPStrategy):
 
 class RayFSDPStrategy(_RayStrategyMixin, pl.strategies.FSDPStrategy):
     """Lightning's ``FSDPStrategy`` on rafter's workers; it takes the same arguments (``lightning>=2.1``
-    handles ``state_dict_type``, ``sharding_strategy``, ``auto_wrap_policy`` itself)."""
+    handles ``state_dict_type``, ``sharding_strategy``, ``auto_wrap_policy`` itself). Needs GPUs, as
+    Lightning's FSDP does."""
+
+    def setup_environment(self) -> None:
+        if self.root_device.type == "cpu":
+            raise RuntimeError(
+                "RayFSDPStrategy needs GPUs (Lightning's FSDP has no CPU implementation), but this worker's "
+                "device is the CPU. Fix: run with ScalingConfig(use_gpu=True) on GPU machines, or train on "
+                "CPUs with strategy=RayDDPStrategy() (or shard on CPU without Lightning: "
+                "rafter.train.torch.prepare_model(model, parallel_strategy=\"fsdp\"))."
+            )
+        super().setup_environment()
 
 
 class RayLightningEnvironment(LightningEnvironment):
