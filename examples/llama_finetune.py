@@ -223,6 +223,11 @@ def sample(result, prompt: str = "Return the ", max_new_tokens: int = 40) -> str
         state = load_checkpoint_file(os.path.join(folder, "state.pt"))
         model = LlamaForCausalLM(LlamaConfig.from_json_file(os.path.join(folder, "config.json")))
     model.load_state_dict(state["model"])  # a plain state dict, whether trained with DDP or FSDP
+    return greedy_text(model, prompt, max_new_tokens)
+
+
+def greedy_text(model, prompt: str, max_new_tokens: int) -> str:
+    """The model's greedy continuation of ``prompt``, with the byte-level tokenizer."""
     model.eval()
     tokenizer = ByteTokenizer()
     ids = torch.tensor([tokenizer.encode(prompt)[:-1]])

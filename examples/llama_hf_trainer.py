@@ -23,7 +23,7 @@ import os
 
 import torch
 
-from llama_finetune import ByteTokenizer, TokenBlocks, build_model, stdlib_corpus
+from llama_finetune import ByteTokenizer, TokenBlocks, build_model, greedy_text, stdlib_corpus
 from rafter import train
 from rafter.train import CheckpointConfig, RunConfig, ScalingConfig
 from rafter.train.torch import TorchTrainer
@@ -112,13 +112,7 @@ def sample(result, config=None, prompt: str = "Return the ", max_new_tokens: int
             model = PeftModel.from_pretrained(make_model({**cfg, "lora": False}), path)
         else:
             model = LlamaForCausalLM.from_pretrained(path)
-    model.eval()
-    tokenizer = ByteTokenizer()
-    ids = torch.tensor([tokenizer.encode(prompt)[:-1]])
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, 1:])
+    return greedy_text(model, prompt, max_new_tokens)
 
 
 def main(argv=None) -> None:
