@@ -12,7 +12,7 @@ Run folder ``<storage_path>/<name>/``::
     logs/rank_<N>.log      each rank's stdout+stderr (local storage; otherwise a local temp folder)
 
 The journals are read line by line: a line torn by a crash is skipped, and never hides later lines.
-Only this module, ``_run_lock`` and ``_storage`` know these names; the driver, the workers, the CLI and
+Code that needs these names takes them from here: the driver, the workers, the CLI and
 ``Result.from_path`` all go through it. It imports nothing of rafter above ``_storage``.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
-from rafter._storage import Storage, is_uri
+from rafter._storage import Storage
 
 logger = logging.getLogger("rafter")
 
@@ -75,10 +75,6 @@ def staging_rel(attempt: int, index: int, rank: Optional[int] = None) -> str:
     """Where a rank stages report ``index``'s files; each rank has its own folder so none overwrites another's."""
     base = f"{STAGING}/attempt_{attempt}_report_{index}"
     return base if rank is None else f"{base}/rank_{rank}"
-
-
-def rank_log(log_dir: str, rank: int) -> str:
-    return os.path.join(log_dir, f"rank_{rank}.log")
 
 
 def default_log_dir(storage: Storage, run_path: str, name: str) -> str:
@@ -328,7 +324,3 @@ def ensure_private_dir(path: str, what: str) -> None:
 
 def metrics_history(storage: Storage, run_path: str, limit: Optional[int] = None) -> MetricsHistory:
     return MetricsHistory(storage, storage.join_path(run_path, METRICS_FILE), limit)
-
-
-def is_remote(path: str) -> bool:
-    return is_uri(path)

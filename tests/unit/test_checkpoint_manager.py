@@ -158,3 +158,25 @@ def test_a_second_owner_in_the_same_process_is_refused_and_a_released_folder_is_
     first.release()
     assert not storage.exists(storage.join_path(run, rf.LOCK_FILE))
     _run_lock.hold(storage, run).release()
+
+
+def test_a_format_1_run_folder_is_read_and_carried_into_the_journal(tmp_path):
+    import json
+
+    from rafter._controller.run_state import RunState
+
+    run = tmp_path / "old"
+    (run / "checkpoint_000002").mkdir(parents=True)
+    (run / "checkpoint_000002" / "w.pt").write_bytes(b"w")
+    (run / "rafter_run.json").write_text(json.dumps({
+        "format": 1, "name": "old", "status": "finished", "next_number": 3, "attempts": [{"attempt": 1}],
+        "checkpoints": [{"name": "checkpoint_000002", "number": 2, "metrics": {"step": 1}}]}))
+    assert [c["name"] for c in rf.read(str(run)).checkpoints] == ["checkpoint_000002"]
+    state = RunState.open(RunConfig(name="old", storage_path=str(tmp_path)), fingerprint={})
+    try:
+        assert state.latest_checkpoint_path == str(run / "checkpoint_000002") and state.next_number == 3
+    finally:
+        state.close()
+    record = rf.read(str(run))
+    assert [c["name"] for c in record.checkpoints] == ["checkpoint_000002"] and record.invocations[-1]["invocation"] == 1
+    assert '"name": "checkpoint_000002"' in (run / rf.CHECKPOINTS_FILE).read_text()

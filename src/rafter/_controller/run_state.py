@@ -216,11 +216,6 @@ class RunState:
         latest = self.checkpoints.latest
         return self.checkpoints.path(latest["name"]) if latest else None
 
-    def verify_latest_checkpoint(self) -> Optional[str]:
-        """Before an attempt starts: the newest intact checkpoint (damaged ones dropped with a warning)."""
-        latest = self.checkpoints.verify_latest()
-        return self.checkpoints.path(latest["name"]) if latest else None
-
     # -- persistence ---------------------------------------------------------------------------
     def _save(self, status: str, error: Optional[str] = None) -> None:
         self.record.status, self.record.error = status, error
