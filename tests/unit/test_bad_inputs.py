@@ -73,6 +73,10 @@ API = [
     ("cpu_bool", lambda s: ScalingConfig(resources_per_worker={"CPU": True}), CVE, "resources_per_worker", "True"),
     ("resource_empty_name", lambda s: ScalingConfig(resources_per_worker={"": 1}), CVE, "resources_per_worker", "''"),
     ("resource_int_name", lambda s: ScalingConfig(resources_per_worker={1: 1}), CVE, "resources_per_worker", "{1: 1}"),
+    ("resource_lowercase_cpu", lambda s: ScalingConfig(resources_per_worker={"cpu": 2}), CVE, "resources_per_worker",
+     "'cpu' is not 'CPU'"),
+    ("memory_in_gib_not_bytes", lambda s: ScalingConfig(resources_per_worker={"memory": 8}), CVE,
+     "resources_per_worker", "{'memory': 8}"),
     ("accelerator_int", lambda s: ScalingConfig(accelerator_type=7), CVE, "accelerator_type", "7"),
     ("accelerator_empty", lambda s: ScalingConfig(accelerator_type=""), CVE, "accelerator_type", "''"),
     ("placement_lowercase", lambda s: ScalingConfig(placement_strategy="pack"), CVE, "placement_strategy", "'pack'"),
@@ -168,6 +172,8 @@ API = [
      "ScalingConfig("),
     ("torch_config_dict", lambda s: TorchTrainer(one_arg, torch_config={"backend": "gloo"}), CTE, "torch_config",
      "{'backend': 'gloo'}"),
+    ("nccl_without_gpus", lambda s: TorchTrainer(one_arg, torch_config=TorchConfig(backend="nccl")), CVE, "backend",
+     "'nccl'"),
     ("resume_from_checkpoint_v1", lambda s: TorchTrainer(one_arg, resume_from_checkpoint=s), REMOVED,
      "resume_from_checkpoint", "results"),
     ("metadata_v1", lambda s: TorchTrainer(one_arg, metadata={"a": 1}), REMOVED, "metadata", "{'a': 1}"),
@@ -223,6 +229,8 @@ FIT = [
      "/proc/rafter_results"),
     ("storage_unknown_scheme", lambda s: fit_with_storage("s4://bucket/x"), CVE, "storage_path", "'s4'"),
     ("storage_scheme_typo", lambda s: fit_with_storage("s3:/bucket/x"), CVE, "storage_path", "s3://bucket/x"),
+    ("storage_unknown_user", lambda s: fit_with_storage("~no_such_user_xyz/results"), CVE, "storage_path",
+     "'~no_such_user_xyz' names no user"),
     # run folders that are not rafter's (the run-folder code's checks, listed here with the other bad inputs)
     ("run_folder_foreign_state", lambda s: TorchTrainer(
         one_arg, run_config=RunConfig(name="old_run", storage_path=s)).fit(), IncompatibleRunError, "rafter_run.json",
@@ -375,6 +383,7 @@ JOBS = [
     ("cluster_null", T + "cluster: null\n", "cluster = null", "can't be empty"),
     ("max_failures_float", T + "failure:\n  max_failures: 1.5\n", "failure.max_failures = 1.5", "an integer"),
     ("workers_exponent", T + "scaling:\n  num_workers: 1e3\n", "scaling.num_workers = 1000.0", "an integer"),
+    ("nccl_without_gpus_job", T + "torch: {backend: nccl}\n", "torch.backend = nccl", "scaling.use_gpu=true"),
     ("train_two_args", "train: funcs.py:g\n", "key train = funcs.py:g", "2 required arguments (a, b)"),
 ]
 
@@ -438,10 +447,12 @@ def test_bad_storage_in_a_job_is_one_job_error_at_run_start(row, storage, tmp_pa
     assert snapshot(tmp_path) == before
 
 
-def test_yaml_exponent_floats_are_numbers(tmp_path):
-    path = _write_job(tmp_path, T + "train_loop_config: {lr: 1e-3, wd: 5E-4, big: 1e3, quoted: '1e-3', old: 1.0e-3}\n")
+def test_yaml_numbers_are_read_as_yaml_1_2_reads_them(tmp_path):
+    path = _write_job(tmp_path, T + "train_loop_config: {lr: 1e-3, wd: 5E-4, big: 1e3, quoted: '1e-3', old: 1.0e-3, "
+                                    "padded: 010, time: 1:30, hex: 0x10}\n")
     config = load_job(path, ["train_loop_config.momentum=9e-1"], load_train=False).values["train_loop_config"]
-    assert config == {"lr": 0.001, "wd": 0.0005, "big": 1000.0, "quoted": "1e-3", "old": 0.001, "momentum": 0.9}
+    assert config == {"lr": 0.001, "wd": 0.0005, "big": 1000.0, "quoted": "1e-3", "old": 0.001, "padded": 10,
+                      "time": "1:30", "hex": 16, "momentum": 0.9}
 
 
 def test_env_var_expansion_reads_exponent_floats(tmp_path, monkeypatch):

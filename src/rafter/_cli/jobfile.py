@@ -169,5 +169,5 @@ def load_callable_parts(job: Job) -> None:
 
     job.train_fn = load_function(job.values["train"], base_dirs=[job.base_dir, os.getcwd()],
                                  source=job.origin("train"))
-    job.configs["torch"] = construct_torch(job.values, job.origin)
+    job.configs["torch"] = construct_torch(job.values, job.origin, job.scaling)
     job.callbacks = build_callbacks(job.values["run"].get("callbacks") or [], job.origin("run.callbacks"))

@@ -42,8 +42,8 @@ def translate(exc: ValueError, section: str, values: Dict[str, Any], origin: Cal
         return ConfigError(str(exc), source=origin(section), path=section)
     own = schema.section_of_class(exc.config)
 
-    def setting(field: str, value: Any) -> str:
-        path = key_path(own, field)
+    def setting(field: str, value: Any, config: str) -> str:
+        path = key_path(schema.section_of_class(config), field)
         return f"{path}={inline(value)}" if path else f"{field}={short_repr(value)}"
 
     path = key_path(own, exc.field) or section
@@ -79,10 +79,13 @@ def construct(values: Dict[str, Any], origin: Callable[[str], str]) -> Dict[str,
     return {"scaling": scaling, "failure": failure, "checkpoint": checkpoint, "run_kwargs": run_kwargs}
 
 
-def construct_torch(values: Dict[str, Any], origin: Callable[[str], str]):
+def construct_torch(values: Dict[str, Any], origin: Callable[[str], str], scaling):
     from rafter.train.torch import TorchConfig
+    from rafter.train.torch._trainer_checks import check_backend_fits
 
     try:
-        return TorchConfig(**values["torch"])
+        config = TorchConfig(**values["torch"])
+        check_backend_fits(config, scaling)
+        return config
     except ValueError as exc:
         raise translate(exc, "torch", values, origin) from None

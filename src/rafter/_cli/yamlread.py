@@ -2,8 +2,9 @@
 
 - Only a regular file is opened (a named pipe, ``/dev/zero`` or a socket is refused without reading), and
   at most ``MAX_FILE_BYTES`` of it.
-- ``yaml.SafeLoader`` with three changes: ``1e-3`` is a number, as in YAML 1.2 (YAML 1.1 wants ``1.0e-3``
-  and PyYAML reads ``1e-3`` as a string); a key given twice in one mapping is an error; and the document
+- ``yaml.SafeLoader`` with these changes: numbers are read as in YAML 1.2, so ``1e-3`` is a float (PyYAML,
+  following YAML 1.1, reads it as a string), ``010`` is 10 (not octal 8) and ``1:30`` is a string (not
+  the base-60 number 90); a key given twice in one mapping is an error; and the document
   may hold at most ``MAX_VALUES`` values once aliases are expanded and nest at most ``MAX_DEPTH`` deep,
   so a "billion laughs" file of nested aliases is refused after composing a few dozen nodes instead of
   being walked 10^9 times by the checks and ``${VAR}`` expansion that follow.
@@ -23,6 +24,7 @@ MAX_VALUES = 250_000  # values in the document, counting an alias as a copy of w
 MAX_DEPTH = 64  # levels of nested mappings and lists, aliases expanded
 
 # YAML 1.2 floats that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot or a sign, e.g. 1e-3, 5E4.
+_LEADING_ZERO = re.compile(r"^[-+]?0[0-9]+$")
 _FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
 
 
@@ -146,7 +148,23 @@ class JobLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        if ":" in text:  # YAML 1.1 base 60 (1:30 is 90); YAML 1.2 and people read a string
+            return text
+        digits = text.replace("_", "")
+        if _LEADING_ZERO.match(digits):  # YAML 1.1 octal (010 is 8); YAML 1.2 and people read 10
+            return int(digits, 10)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):
+        text = self.construct_scalar(node)
+        return text if ":" in text else super().construct_yaml_float(node)
+
+
 JobLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+JobLoader.add_constructor("tag:yaml.org,2002:int", JobLoader.construct_yaml_int)
+JobLoader.add_constructor("tag:yaml.org,2002:float", JobLoader.construct_yaml_float)
 
 
 def load(text: str) -> Any:

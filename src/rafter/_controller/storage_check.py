@@ -53,7 +53,12 @@ def _check_uri(value: str, scheme: str) -> None:
 
 
 def _check_local(value: str, path: str) -> None:
-    path = os.path.abspath(os.path.expanduser(path))
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):  # "~someone/x" with no user someone: it would be a folder named "~someone" here
+        raise _error(value, f"{path.split('/')[0]!r} names no user on this machine, so the path would be a folder "
+                            f"of that name in the current folder; write ~/{path.split('/', 1)[1] if '/' in path else ''} "
+                            f"or a full path")
+    path = os.path.abspath(expanded)
     nearest = path
     while not os.path.lexists(nearest):
         nearest = os.path.dirname(nearest)

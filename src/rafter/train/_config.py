@@ -26,6 +26,7 @@ from rafter.train._validation import (
 )
 
 _KNOWN_RESOURCES = ("CPU", "GPU", "memory")
+MIN_MEMORY_BYTES = 2**20  # a smaller memory amount is a unit mistake (GiB written as bytes)
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 CALLBACK_HOOKS = ("on_attempt_start", "after_report", "on_checkpoint", "on_failure", "on_end")
 
@@ -76,6 +77,16 @@ class ScalingConfig:
                     name, "resources_per_worker", resources,
                     f"the amount of {key!r} must be a number >= 0, got {value!r}",
                     {key: 2 if key != "memory" else 8 * 2**30})
+            known = next((k for k in _KNOWN_RESOURCES if k.lower() == key.lower() and k != key), None)
+            if known:  # on Ray, 'cpu' would be a custom resource no node has, and the run would wait forever
+                raise ConfigValueError(name, "resources_per_worker", resources,
+                                       f"resource names are case-sensitive: {key!r} is not {known!r}", {known: value})
+        memory = resources.get("memory", 0)
+        if 0 < memory < MIN_MEMORY_BYTES:
+            raise ConfigValueError(
+                name, "resources_per_worker", resources,
+                f"memory is in bytes, and {memory!r} bytes is less than 1 MiB; write 8 GiB as 8 * 2**30",
+                {"memory": 8 * 2**30})
         if resources.get("GPU", 0) and not self.use_gpu:
             raise ConfigValueError(
                 name, "resources_per_worker", resources,

@@ -8,7 +8,8 @@ A ``ConfigValueError`` is a ``ValueError`` that knows which config object (``con
 
 and the CLI says the same fields in job-file terms (``scaling.num_workers = 0``) without parsing the text.
 ``expected`` may mention other arguments as ``{placeholders}`` filled from ``refs`` (placeholder ->
-(field, value)), so each side writes them in its own notation.
+``(field, value)``, or ``(config, field, value)`` for another config object's argument), so each side
+writes them in its own notation.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class ConfigValueError(ValueError):
         expected: str,
         example: Any = NO_EXAMPLE,
         *,
-        refs: Optional[Dict[str, Tuple[str, Any]]] = None,
+        refs: Optional[Dict[str, Tuple[Any, ...]]] = None,
         text: Optional[str] = None,
     ) -> None:
         self.config = config
@@ -68,7 +69,7 @@ class ConfigValueError(ValueError):
         self.value = value
         self.expected = expected
         self.example = example
-        self.refs = dict(refs or {})
+        self.refs = {k: tuple(v) if len(v) == 3 else (config, *v) for k, v in (refs or {}).items()}
         self.text = text  # the whole message, for checks whose sentence doesn't start with the call
         super().__init__(self.render())
 
@@ -76,18 +77,23 @@ class ConfigValueError(ValueError):
     def has_example(self) -> bool:
         return self.example is not NO_EXAMPLE
 
-    def _fill(self, setting: Callable[[str, Any], str]) -> str:
+    def _fill(self, setting: Callable[..., str]) -> str:
         if not self.refs:  # no placeholders: braces are literal text ("{'CPU': 2}")
             return self.expected
-        return self.expected.format(**{k: setting(f, v) for k, (f, v) in self.refs.items()})
+        return self.expected.format(**{k: setting(f, v, c) for k, (c, f, v) in self.refs.items()})
 
-    def problem(self, setting: Callable[[str, Any], str] = _python_setting) -> str:
-        """``expected`` with its ``{refs}`` written by ``setting(field, value)`` (and the example)."""
+    def _python_ref(self, field: str, value: Any, config: Optional[str] = None) -> str:
+        own = config is None or config == self.config
+        return _python_setting(field, value) if own else f"{config}({_python_setting(field, value)})"
+
+    def problem(self, setting: Optional[Callable[..., str]] = None) -> str:
+        """``expected`` with its ``{refs}`` written by ``setting(field, value, config)`` (and the example)."""
         if self.text is not None:
             return self.text
+        setting = setting or self._python_ref
         filled = self._fill(setting)
         if self.has_example:
-            filled += f", e.g. {setting(self.field, self.example)}"
+            filled += f", e.g. {setting(self.field, self.example, self.config)}"
         return filled
 
     def render(self) -> str:
@@ -98,7 +104,7 @@ class ConfigValueError(ValueError):
             return f"{self.config}({field}={short_repr(value)})"
 
         head = call(self.field, self.value) if self.field else f"{self.config}()"
-        body = self._fill(_python_setting)
+        body = self._fill(self._python_ref)
         if self.has_example:
             body += f", e.g. {call(self.field, self.example)}"
         return f"{head}: {body}."

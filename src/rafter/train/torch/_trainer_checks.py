@@ -56,6 +56,15 @@ def check_trainer_arguments(fn: Any, train_loop_config: Any, torch_config: Any, 
     check_instance(NAME, "scaling_config", scaling_config, ScalingConfig, "ScalingConfig(num_workers=2)")
     check_instance(NAME, "run_config", run_config, RunConfig, "RunConfig(name='my_run')")
     check_instance(NAME, "torch_config", torch_config, TorchConfig, "TorchConfig(backend='gloo')")
+    check_backend_fits(torch_config, scaling_config or ScalingConfig())
+
+
+def check_backend_fits(torch_config: Any, scaling: ScalingConfig) -> None:
+    """NCCL needs GPUs: a worker group without them would fail in every worker at init_process_group."""
+    if torch_config is not None and torch_config.backend == "nccl" and not scaling.use_gpu and scaling.num_workers:
+        raise ConfigValueError(
+            "TorchConfig", "backend", "nccl", "nccl runs only on GPUs, but the workers get none ({off}); set {on}, or "
+            "use gloo", "gloo", refs={"off": ("ScalingConfig", "use_gpu", False), "on": ("ScalingConfig", "use_gpu", True)})
 
 
 def restore_removed(*_args: Any, **_kwargs: Any):
