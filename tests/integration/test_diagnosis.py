@@ -1,6 +1,5 @@
 """Every failure rafter claims to diagnose, produced for real; assertions on the verdict's text."""
 
-import contextlib
 import ctypes
 import os
 import pickle
@@ -17,6 +16,7 @@ import torch.distributed as dist
 import rafter.train as train
 from rafter.train import RunConfig, ScalingConfig, TrainingFailedError
 from rafter.train.torch import TorchTrainer
+from tests.integration.cgroups import own_memory_cgroup, small_cgroup
 
 
 def run(fn, n, tmp_path, config=None, resources=None, **run_kwargs):
@@ -127,42 +127,6 @@ def test_machine_memory_threshold_stops_the_largest_worker(tmp_path):
     assert "the machine reached" in err.first_line and "largest worker" in err.first_line
 
 
-def _own_memory_cgroup():
-    try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                _, controllers, path = line.strip().split(":", 2)
-                if controllers == "memory":
-                    base = f"/sys/fs/cgroup/memory{path}"
-                    probe = os.path.join(base, f"rafter-probe-{os.getpid()}")
-                    os.mkdir(probe)
-                    os.rmdir(probe)
-                    return base
-    except OSError:
-        return None
-    return None
-
-
-@contextlib.contextmanager
-def small_cgroup(name, limit=600 * 2**20):
-    """A child memory cgroup of ours with a small limit; processes that join it are OOM-killed over it."""
-    cg = os.path.join(_own_memory_cgroup(), f"{name}-{os.getpid()}")
-    os.mkdir(cg)
-    try:
-        for knob in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
-            try:
-                with open(os.path.join(cg, knob), "w") as f:
-                    f.write(str(limit))
-            except OSError:
-                pass
-        yield cg
-    finally:
-        try:
-            os.rmdir(cg)
-        except OSError:
-            pass
-
-
 def oom_in_cgroup(config):
     def fault():
         with open(os.path.join(config["cgroup"], "tasks"), "w") as f:
@@ -174,7 +138,7 @@ def oom_in_cgroup(config):
     _step_then(1, fault)
 
 
-@pytest.mark.skipif(_own_memory_cgroup() is None, reason="needs a writable cgroup-v1 memory controller")
+@pytest.mark.skipif(own_memory_cgroup() is None, reason="needs a writable cgroup-v1 memory controller")
 def test_kernel_oom_kill_is_called_that(tmp_path):
     with small_cgroup("rafter-test") as cg:
         err = run(oom_in_cgroup, 2, tmp_path, config={"cgroup": cg})
@@ -318,7 +282,7 @@ def dataloader_worker_hoards(config):
         train.report({"x": 1})
 
 
-@pytest.mark.skipif(_own_memory_cgroup() is None, reason="needs a writable cgroup-v1 memory controller")
+@pytest.mark.skipif(own_memory_cgroup() is None, reason="needs a writable cgroup-v1 memory controller")
 def test_a_dataloader_worker_killed_by_the_kernel_oom_killer_is_out_of_memory(tmp_path):
     with small_cgroup("rafter-test-dl") as cg:
         err = run(dataloader_worker_hoards, 1, tmp_path, config={"cgroup": cg})
