@@ -85,11 +85,11 @@ def default_log_dir(storage: Storage, run_path: str, name: str) -> str:
     return os.path.join(tempfile.gettempdir(), f"rafter-logs-{os.geteuid()}", name)
 
 
-def split(path: str):
-    """``(Storage of the parent, run name)`` for a run folder path or URI."""
+def split(path: str, filesystem: Any = None):
+    """``(Storage of the parent, run name)`` for a run folder path or URI (on ``filesystem`` if given)."""
     path = os.fspath(path).rstrip("/")
     parent, _, name = path.rpartition("/")
-    return Storage(parent or "."), name
+    return Storage(parent or ("/" if path.startswith("/") else "."), filesystem), name
 
 
 # -- JSON lines that stay valid JSON (NaN and infinities included) ---------------------------------
@@ -183,6 +183,7 @@ class RunRecord:
     num_reports: int = 0
     last_metrics: Optional[Dict[str, Any]] = None
     error_text: Optional[str] = None
+    filesystem: Any = None  # RunConfig(storage_filesystem=...) / Result.from_path(storage_filesystem=...)
 
 
 def _state_error(path: str, what: str) -> RunFolderError:
@@ -237,9 +238,9 @@ def replay_checkpoints(storage: Storage, run_path: str, saved: Dict[str, Any], r
     record.next_number = max([int(saved.get("next_number", 1)), highest + 1, *[n + 1 for n in numbers]])
 
 
-def read(path: str) -> RunRecord:
+def read(path: str, filesystem: Any = None) -> RunRecord:
     """Read a run folder (local path or URI). Raises RunFolderError when it is not a readable rafter run."""
-    storage, name = split(path)
+    storage, name = split(path, filesystem)
     run_path = storage.join(name)
     saved = read_state(storage, run_path)
     if saved is None:
@@ -248,7 +249,7 @@ def read(path: str) -> RunRecord:
     record = RunRecord(path=run_path, name=name, status=str(saved.get("status", "unknown")),
                        error=saved.get("error"), fingerprint=saved.get("fingerprint", {}),
                        attempts=saved.get("attempts", []), invocations=saved.get("invocations", []),
-                       log_dir=saved.get("log_dir", ""), score=saved.get("score", {}))
+                       log_dir=saved.get("log_dir", ""), score=saved.get("score", {}), filesystem=filesystem)
     replay_checkpoints(storage, run_path, saved, record)
     count, last = 0, None
     for row in iter_jsonl(storage, storage.join_path(run_path, METRICS_FILE)):

@@ -52,11 +52,55 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def as_fsspec(filesystem: Any):
+    """``RunConfig(storage_filesystem=...)`` as an fsspec filesystem: fsspec's as is, pyarrow's wrapped."""
+    import fsspec
+
+    if isinstance(filesystem, fsspec.AbstractFileSystem):
+        return filesystem
+    module = type(filesystem).__module__
+    if module.startswith("pyarrow"):
+        from fsspec.implementations.arrow import ArrowFSWrapper
+
+        return ArrowFSWrapper(filesystem)
+    raise TypeError(
+        f"storage_filesystem={filesystem!r}: expected a pyarrow.fs.FileSystem (e.g. pyarrow.fs.S3FileSystem()) or "
+        f"an fsspec filesystem (e.g. fsspec.filesystem('s3')), got {module}.{type(filesystem).__qualname__}."
+    )
+
+
+def public_filesystem(path: str, filesystem: Any = None):
+    """The filesystem Ray's API hands out for ``path`` (``Result.filesystem``, ``StorageContext``): the one the
+    user gave, else pyarrow's for that path when pyarrow is installed, else fsspec's."""
+    return filesystem_and_path(path, filesystem)[0]
+
+
+def filesystem_and_path(path: str, filesystem: Any = None):
+    """``(filesystem, path on it)`` as Ray resolves them (see ``public_filesystem``)."""
+    path = _strip_file(os.fspath(path))
+    if filesystem is not None:
+        return filesystem, path
+    if not is_uri(path):
+        path = os.path.abspath(os.path.expanduser(path))
+    try:
+        import pyarrow.fs
+
+        return pyarrow.fs.FileSystem.from_uri(path)
+    except Exception:  # noqa: BLE001 - pyarrow missing, or a scheme only fsspec knows (memory://)
+        import fsspec
+
+        return fsspec.core.url_to_fs(path)
+
+
 class Storage:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, filesystem: Any = None) -> None:
         self.root = _strip_file(os.fspath(root))
-        self.local = not is_uri(self.root)
-        if self.local:
+        self.filesystem = filesystem  # what the user passed (RunConfig(storage_filesystem=...)), if anything
+        self.local = filesystem is None and not is_uri(self.root)
+        if filesystem is not None:
+            self.root = self.root.rstrip("/") or "/"
+            self.fs = as_fsspec(filesystem)
+        elif self.local:
             self.root = os.path.abspath(os.path.expanduser(self.root))
             self.fs = None
         else:
@@ -170,7 +214,12 @@ class Storage:
             shutil.copytree(src, local_dir, dirs_exist_ok=True)
         else:
             os.makedirs(local_dir, exist_ok=True)
-            self.fs.get(src.rstrip("/") + "/", local_dir, recursive=True)
+            base = src.rstrip("/")
+            for path in self.fs.find(base):  # file by file: fsspec's recursive get() nests differently per filesystem
+                rel = path.rstrip("/")[len(self.fs._strip_protocol(base)):].lstrip("/")
+                target = os.path.join(local_dir, *rel.split("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                self.fs.get_file(path, target)
 
     def sizes(self, path: str) -> Dict[str, int]:
         """``{relative path: size}`` of every file under a folder (one listing, no reads)."""

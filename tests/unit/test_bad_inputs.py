@@ -311,16 +311,11 @@ def test_a_config_error_is_both_a_value_error_and_for_wrong_types_a_type_error()
 
 
 def test_settings_accepted_and_ignored_warn_at_the_users_line(tmp_path):
-    with pytest.warns(UserWarning, match=r"Checkpoint\(filesystem=...\) is accepted for Ray compatibility but ignored") as a:
-        Checkpoint(str(tmp_path), filesystem=object())
     with pytest.warns(UserWarning, match=r"init_method='tcp'") as b:
         TorchConfig(init_method="tcp")
     with pytest.warns(UserWarning, match="train_loop_config=...\\) is ignored: no_args takes no arguments") as c:
         TorchTrainer(no_args, train_loop_config={"lr": 0.1})
-    with pytest.warns(UserWarning, match=r"report\(checkpoint_dir_name=...\) is accepted .* but ignored") as d:
-        with pytest.raises(RuntimeError, match="inside the training function"):  # on the driver
-            report({"loss": 1.0}, checkpoint_dir_name="best")
-    assert [w[0].filename for w in (a, b, c, d)] == [__file__] * 4
+    assert [w[0].filename for w in (b, c)] == [__file__] * 2
 
 
 def test_total_resources_hold_no_zero_entries():

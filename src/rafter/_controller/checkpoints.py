@@ -133,7 +133,8 @@ class CheckpointManager:
             if info["rank"] != base_rank:
                 src = self.storage.join_path(staged[info["rank"]]["staging"], rel)
                 self.storage.move(src, self.storage.join_path(base, rel))
-        name = rf.checkpoint_name(self.next_number)
+        name = staged[min(staged)].get("dir_name") or rf.checkpoint_name(self.next_number)  # rank 0's, as Ray
+        self._replace_same_name(name)
         self.storage.publish(base, self.path(name))
         entry = {"name": name, "number": self.next_number, "metrics": metrics, "files": files}
         self.journal.append(rf.dumps_line(dict(entry, op="commit")), durable=True)
@@ -145,6 +146,20 @@ class CheckpointManager:
             self.storage.remove(self.path(old["name"]))
         self.storage.remove(self.storage.join_path(self.run_path, rf.staging_rel(self.attempt, index)))  # the other ranks' folders
         return entry
+
+    def _replace_same_name(self, name: str) -> None:
+        """``report(checkpoint_dir_name=...)`` reusing a committed checkpoint's name: the new one replaces it."""
+        same = [c for c in self.checkpoints if c["name"] == name]
+        if not same:
+            if self.storage.exists(self.path(name)):  # published by a run that crashed before listing it
+                self.storage.remove(self.path(name))
+            return
+        logger.warning("report(checkpoint_dir_name=%r) names a committed checkpoint; the new checkpoint replaces "
+                       "it. Give each checkpoint its own name (e.g. f\"checkpoint_epoch_{epoch}\") to keep both.",
+                       name)
+        self.checkpoints[:] = [c for c in self.checkpoints if c["name"] != name]
+        self.journal.append(rf.dumps_line({"op": "remove", "name": name}), durable=True)
+        self.storage.remove(self.path(name))
 
     def _warn_if_unscored(self, entry: dict) -> None:
         attr = self.config.checkpoint_score_attribute

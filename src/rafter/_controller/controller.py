@@ -103,7 +103,7 @@ class Controller:
         setup_driver_logging(logging_config.log_level if logging_config else None)
         if logging_config is not None and not logging_config.echo_worker_output:
             self.echo = False
-        check_storage(self.run_config.storage_path)  # before anything is written: one clear error
+        check_storage(self.run_config.storage_path, self.run_config.storage_filesystem)  # before anything is written: one clear error
         payload = dumps_payload(self.train_fn, self.train_loop_config)  # fails here, naming what can't pickle
         backend = choose_backend(self.run_config)
         num_threads = backend.check_resources(self.scaling)
@@ -199,6 +199,7 @@ class Controller:
                     env=dict(env),
                     device_index=place.get("device_index"),
                     crash_at=self.fault,
+                    storage_filesystem=self.run_config.storage_filesystem,
                 )
             )
         return specs

@@ -189,7 +189,7 @@ def run(trainer) -> Result:
             "TorchTrainer.fit() with ScalingConfig(num_workers=0) was called inside a train function that is "
             "already running; call fit() from the driver script."
         )
-    check_storage(trainer.run_config.storage_path)
+    check_storage(trainer.run_config.storage_path, trainer.run_config.storage_filesystem)
     env = torchrun_env()
     peers, created_group = _join_torchrun_group(trainer) if env else (None, False)
     rank, world_size = (peers.rank, peers.world_size) if peers else (0, 1)
@@ -227,7 +227,7 @@ def _run(trainer, state, env, peers, created_group, rank, world_size) -> Result:
         backend=trainer.torch_config.resolve_backend(trainer.scaling_config.use_gpu),
         timeout_s=trainer.torch_config.timeout_s, use_gpu=trainer.scaling_config.use_gpu,
         num_threads=0, rdzv_host="", cwd=os.getcwd(), sys_path=[], run_start_time=time.time(),
-        latest_checkpoint=latest,
+        latest_checkpoint=latest, storage_filesystem=run_config.storage_filesystem,
     )
     user_callbacks = UserCallbacks.for_run(trainer)
     driver = _LocalDriver(state, peers, user_callbacks, trainer)

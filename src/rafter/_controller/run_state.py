@@ -37,7 +37,8 @@ class RunState:
         self.log_dir = log_dir
         self.lock = lock
         self.fingerprint: Dict[str, Any] = {}
-        self.record = rf.RunRecord(path=run_path, name=run_config.name, log_dir=log_dir)
+        self.record = rf.RunRecord(path=run_path, name=run_config.name, log_dir=log_dir,
+                                   filesystem=run_config.storage_filesystem)
         self.attempts: List[Dict[str, Any]] = self.record.attempts
         self.invocations: List[Dict[str, Any]] = self.record.invocations
         self.checkpoints: Optional[CheckpointManager] = None
@@ -49,7 +50,7 @@ class RunState:
     @classmethod
     def open(cls, run_config: RunConfig, fingerprint: Dict[str, Any]) -> "RunState":
         """Own the run folder (or fail before changing anything), then load it or start it."""
-        storage = Storage(run_config.storage_path)
+        storage = Storage(run_config.storage_path, run_config.storage_filesystem)
         run_path = storage.join(run_config.name)
         log_dir = rf.default_log_dir(storage, run_path, run_config.name)
         if storage.local:
@@ -209,7 +210,7 @@ class RunState:
     def checkpoint(self, entry: dict):
         from rafter.train._checkpoint import Checkpoint
 
-        return Checkpoint(self.checkpoints.path(entry["name"]))
+        return Checkpoint(self.checkpoints.path(entry["name"]), filesystem=self.config.storage_filesystem)
 
     @property
     def latest_checkpoint_path(self) -> Optional[str]:

@@ -77,8 +77,10 @@ def _check_local(value: str, path: str) -> None:
                             f"write, e.g. RunConfig(storage_path='~/rafter_results')") from None
 
 
-def check_storage(storage_path: str) -> None:
+def check_storage(storage_path: str, filesystem=None) -> None:
     """Raise ``ConfigValueError`` if the run folder can't be written under ``storage_path``."""
+    if filesystem is not None:  # a path on the user's filesystem: the first write says what is wrong
+        return
     value = storage_path
     path = storage_path[len("file://"):] if storage_path.startswith("file://") else storage_path
     if "://" in path:

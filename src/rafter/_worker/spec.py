@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 
 @dataclass
@@ -28,6 +28,7 @@ class WorkerSpec:
     latest_checkpoint: Optional[str] = None
     env: Dict[str, str] = field(default_factory=dict)
     device_index: Optional[int] = None  # CUDA device ordinal within the visible devices
+    storage_filesystem: Any = None  # RunConfig(storage_filesystem=...), pickled to the worker
     crash_at: Optional[dict] = None  # test-only fault injection (see rafter.testing)
 
     @property

@@ -25,7 +25,7 @@ def stage_checkpoint(session, checkpoint, index: int, dir_name=None) -> dict:
             f"{type(checkpoint).__name__}. Use Checkpoint.from_directory(path)."
         )
     spec = session.spec
-    storage = Storage(spec.run_path)
+    storage = Storage(spec.run_path, spec.storage_filesystem)
     staging = storage.join(_run_folder.staging_rel(spec.attempt, index, spec.rank))
     with checkpoint.as_directory() as local_dir:
         if not os.path.isdir(local_dir):
@@ -39,4 +39,4 @@ def stage_checkpoint(session, checkpoint, index: int, dir_name=None) -> dict:
             faults.hit("upload", report=index)  # files staged, report not yet sent
         else:
             files = storage.upload_dir(local_dir, staging, on_file=lambda: faults.hit("upload", report=index))
-    return {"staging": staging, "files": files, "rank": spec.rank}
+    return {"staging": staging, "files": files, "rank": spec.rank, "dir_name": dir_name}

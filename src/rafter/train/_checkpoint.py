@@ -20,9 +20,9 @@ class Checkpoint:
 
     def __init__(self, path: str, filesystem: Any = None) -> None:
         self.path = check_checkpoint_args(path, filesystem)
-        if not is_uri(self.path):
+        if not is_uri(self.path) and filesystem is None:
             self.path = os.path.abspath(self.path)
-        self._storage = Storage(self.path)
+        self._storage = Storage(self.path, filesystem)
 
     @classmethod
     def from_directory(cls, path) -> "Checkpoint":
@@ -33,7 +33,10 @@ class Checkpoint:
 
     @property
     def filesystem(self):
-        return self._storage.fs
+        """The filesystem the checkpoint lives on: the one given, else pyarrow's (fsspec's without pyarrow)."""
+        from rafter._storage import public_filesystem
+
+        return public_filesystem(self.path, self._storage.filesystem)
 
     def to_directory(self, path: Optional[str] = None) -> str:
         """Copy the checkpoint's files into ``path`` (a new temp folder if None) and return it."""
@@ -80,6 +83,9 @@ class Checkpoint:
         merged = self.get_metadata()
         merged.update(metadata)
         self.set_metadata(merged)
+
+    def __reduce__(self):
+        return (type(self), (self.path, self._storage.filesystem))
 
     def __repr__(self) -> str:
         return f"Checkpoint(path={self.path!r})"

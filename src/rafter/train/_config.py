@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from rafter.train._validation import (
+    ConfigTypeError,
     ConfigValueError,
     check_bool,
     check_choice,
@@ -263,6 +264,9 @@ class RunConfig:
             storage path resumes from the run's latest checkpoint.
         storage_path: a local folder or an fsspec URI (``s3://bucket/x``, ``memory://x``).
             Default ``~/rafter_results``.
+        storage_filesystem: a ``pyarrow.fs.FileSystem`` or an fsspec filesystem that ``storage_path`` is a
+            path on (e.g. ``RunConfig(storage_path="bucket/runs", storage_filesystem=pyarrow.fs.S3FileSystem())``).
+            Workers get it pickled, so it must pickle (pyarrow's and most fsspec ones do).
         failure_config, checkpoint_config: see those classes.
         callbacks: objects with any of the hooks of :class:`rafter.train.Callback`.
         cluster: ``"auto"`` (Ray when ``ray.is_initialized()`` or ``RAY_ADDRESS`` is set, else local),
@@ -278,6 +282,7 @@ class RunConfig:
 
     name: Optional[str] = None
     storage_path: Optional[str] = None
+    storage_filesystem: Optional[Any] = None
     failure_config: Optional[FailureConfig] = None
     checkpoint_config: Optional[CheckpointConfig] = None
     callbacks: Optional[List[Any]] = None
@@ -295,6 +300,14 @@ class RunConfig:
         if self.storage_path is None:
             self.storage_path = default_storage_path()
         self.storage_path = check_path(name, "storage_path", self.storage_path, "~/rafter_results")
+        if self.storage_filesystem is not None:
+            from rafter._storage import as_fsspec
+
+            try:
+                as_fsspec(self.storage_filesystem)
+            except TypeError as exc:
+                raise ConfigTypeError(name, "storage_filesystem", self.storage_filesystem,
+                                      str(exc).split(": ", 1)[1].rstrip(".")) from None
         check_instance(name, "failure_config", self.failure_config, FailureConfig, "FailureConfig(max_failures=3)")
         check_instance(name, "checkpoint_config", self.checkpoint_config, CheckpointConfig,
                        "CheckpointConfig(num_to_keep=2)")

@@ -48,10 +48,44 @@ class TrainContext:
     def get_storage_path(self) -> str:
         return self._spec.run_path
 
+    def get_storage(self) -> "StorageContext":
+        """Where this run's files live (Ray's DeveloperAPI ``StorageContext``)."""
+        spec = self._spec
+        return StorageContext(spec.run_path.rstrip("/").rpartition("/")[0] or "/", spec.run_name,
+                              spec.storage_filesystem)
+
     def __repr__(self) -> str:
         s = self._spec
         return (f"TrainContext(world_rank={s.rank}, world_size={s.world_size}, local_rank={s.local_rank}, "
                 f"node_rank={s.node_rank}, attempt={s.attempt}, experiment_name={s.run_name!r})")
+
+
+class StorageContext:
+    """Ray Train's ``StorageContext`` attributes for this run (``get_context().get_storage()``).
+
+    ``storage_filesystem`` is ``RunConfig(storage_filesystem=...)`` when given, else pyarrow's filesystem for
+    the storage path (fsspec's without pyarrow); ``*_fs_path`` are paths on it.
+    """
+
+    def __init__(self, storage_path: str, experiment_dir_name: str, storage_filesystem: Any = None) -> None:
+        from rafter._storage import filesystem_and_path
+
+        self.custom_fs_provided = storage_filesystem is not None
+        self.storage_path = storage_path
+        self.experiment_dir_name = experiment_dir_name
+        self.storage_filesystem, self.storage_fs_path = filesystem_and_path(storage_path, storage_filesystem)
+        self.storage_fs_path = self.storage_fs_path.rstrip("/") or "/"
+
+    @property
+    def experiment_fs_path(self) -> str:
+        return f"{self.storage_fs_path.rstrip('/')}/{self.experiment_dir_name}"
+
+    def build_checkpoint_path_from_name(self, checkpoint_dir_name: str) -> str:
+        return f"{self.experiment_fs_path}/{checkpoint_dir_name}"
+
+    def __repr__(self) -> str:
+        return (f"StorageContext(storage_path={self.storage_path!r}, experiment_dir_name={self.experiment_dir_name!r}, "
+                f"storage_filesystem={self.storage_filesystem!r})")
 
 
 def get_context() -> TrainContext:
@@ -126,7 +160,7 @@ def get_checkpoint():
         return None
     from rafter.train._checkpoint import Checkpoint
 
-    return Checkpoint(path)
+    return Checkpoint(path, filesystem=session.spec.storage_filesystem)
 
 
 def get_dataset_shard(dataset_name: Optional[str] = None):

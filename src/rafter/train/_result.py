@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 
 @dataclass
@@ -51,13 +52,23 @@ class Result:
         pick = max if mode == "max" else min
         return pick(scored, key=lambda cm: cm[1][metric])[0]
 
+    _storage_filesystem: Any = field(default=None, repr=False)
+
+    @property
+    def filesystem(self):
+        """The filesystem ``path`` is on: ``storage_filesystem`` if one was given, else pyarrow's for the path
+        (fsspec's when pyarrow is not installed)."""
+        from rafter._storage import public_filesystem
+
+        return public_filesystem(self.path, self._storage_filesystem) if self.path else None
+
     @classmethod
-    def from_path(cls, path: str) -> "Result":
-        """Rebuild a Result from a run folder in storage."""
+    def from_path(cls, path: Union[str, os.PathLike], storage_filesystem: Any = None) -> "Result":
+        """Rebuild a Result from a run folder in storage (a path on ``storage_filesystem`` when given)."""
         from rafter import _run_folder
         from rafter.train._errors import TrainingFailedError
 
-        record = _run_folder.read(path)
+        record = _run_folder.read(os.fspath(path), storage_filesystem)
         error = None
         if record.status == "failed":
             error = TrainingFailedError(record.error_text or record.error or "failed")
@@ -70,13 +81,13 @@ class Result:
         from rafter._storage import Storage
         from rafter.train._checkpoint import Checkpoint
 
-        storage = Storage(record.path)
+        storage = Storage(record.path, record.filesystem)
         attr = record.score.get("attribute")
         ranked = _run_folder.rank_checkpoints(record.checkpoints, attr, record.score.get("order", "max")) \
             if attr else list(record.checkpoints)
 
         def checkpoint(c):
-            return Checkpoint(storage.join_path(record.path, c["name"]))
+            return Checkpoint(storage.join_path(record.path, c["name"]), filesystem=record.filesystem)
 
         return cls(
             metrics=record.last_metrics,
@@ -87,4 +98,5 @@ class Result:
             return_value=return_value,
             best_checkpoints=[(checkpoint(c), c["metrics"]) for c in ranked],
             attempts=[dict(a) for a in record.attempts],
+            _storage_filesystem=record.filesystem,
         )

@@ -172,6 +172,9 @@ def check_instance(config: str, field: str, value: Any, cls: type, example: str)
     )
 
 
+RUN_FOLDER_NAMES = frozenset({"logs", "rafter_run.json", "checkpoints.jsonl", "metrics.jsonl", "error.txt"})
+
+
 def check_folder_name(config: str, field: str, value: Any, example: str) -> None:
     """A name rafter uses as one folder: non-empty, no '/', no NUL, at most 255 bytes."""
     problem = None
@@ -271,19 +274,27 @@ def warn_ignored(what: str, why: str, stacklevel: int = 4) -> None:
 
 
 def check_checkpoint_args(path: Any, filesystem: Any) -> str:
-    """``Checkpoint(path, filesystem)``: the path as a str; a filesystem (which rafter ignores) warns."""
+    """``Checkpoint(path, filesystem)``: the path as a str, and the filesystem it lives on (pyarrow or fsspec)."""
     path = check_path("Checkpoint", "path", path, "/path/to/checkpoint_folder",
                       empty="an empty path names no folder; give the checkpoint folder's path or URI")
     if filesystem is not None:
-        warn_ignored("Checkpoint(filesystem=...)",
-                     "rafter picks the filesystem from the path (a local path, or a URI such as s3://bucket/ckpt)")
+        from rafter._storage import as_fsspec
+
+        try:
+            as_fsspec(filesystem)
+        except TypeError as exc:
+            raise ConfigTypeError("Checkpoint", "filesystem", filesystem, str(exc).split(": ", 1)[1].rstrip(".")) \
+                from None
     return path
 
 
 def check_report_args(checkpoint_dir_name: Any) -> None:
-    """``report(checkpoint_dir_name=...)``: a folder name or None; rafter names checkpoint folders itself (warns)."""
+    """``report(checkpoint_dir_name=...)``: the name of the checkpoint's folder in the run folder, or None."""
     if checkpoint_dir_name is None:
         return
-    check_folder_name("rafter.train.report", "checkpoint_dir_name", checkpoint_dir_name, "checkpoint_000001")
-    warn_ignored("rafter.train.report(checkpoint_dir_name=...)",
-                 "checkpoint folders are named checkpoint_<6-digit number>")
+    check_folder_name("rafter.train.report", "checkpoint_dir_name", checkpoint_dir_name, "checkpoint_epoch_3")
+    if checkpoint_dir_name.startswith(".") or checkpoint_dir_name in RUN_FOLDER_NAMES:
+        raise ConfigValueError(
+            "rafter.train.report", "checkpoint_dir_name", checkpoint_dir_name,
+            f"that name is one of rafter's own in the run folder ({', '.join(sorted(RUN_FOLDER_NAMES))}, and "
+            f"names starting with '.'); choose another", "checkpoint_epoch_3")
