@@ -56,6 +56,14 @@ def two_args(a, b):
     pass
 
 
+def gen_fn(config):
+    yield
+
+
+async def async_fn(config):
+    pass
+
+
 def has_module(name):
     import importlib.util
 
@@ -131,6 +139,7 @@ API = [
     ("name_empty", lambda s: RunConfig(storage_path=s, name=""), CVE, "name", "''"),
     ("name_dotdot", lambda s: RunConfig(storage_path=s, name=".."), CVE, "name", "'..'"),
     ("name_int", lambda s: RunConfig(storage_path=s, name=5), CVE, "name", "5"),
+    ("name_padded", lambda s: RunConfig(storage_path=s, name=" run "), CVE, "name", "' run '"),
     ("name_tab", lambda s: RunConfig(storage_path=s, name="a\tb"), CVE, "name", "'a\\tb'"),
     ("storage_empty", lambda s: RunConfig(storage_path=""), CVE, "storage_path", "''"),
     ("storage_blank", lambda s: RunConfig(storage_path="   "), CVE, "storage_path", "'   '"),
@@ -163,6 +172,10 @@ API = [
     ("init_method_file", lambda s: TorchConfig(init_method="file"), CVE, "init_method", "'file'"),
     # TorchTrainer
     ("train_fn_string", lambda s: TorchTrainer("train.py:f"), CTE, "train_loop_per_worker", "'train.py:f'"),
+    ("train_fn_generator", lambda s: TorchTrainer(gen_fn), CTE, "train_loop_per_worker", "gen_fn is a generator"),
+    ("train_fn_async", lambda s: TorchTrainer(async_fn), CTE, "train_loop_per_worker", "async_fn is an async"),
+    ("scaling_config_class", lambda s: TorchTrainer(one_arg, scaling_config=ScalingConfig), CTE, "scaling_config",
+     "the class itself"),
     ("train_fn_two_args", lambda s: TorchTrainer(two_args), CVE, "train_loop_per_worker", "two_args"),
     ("train_config_list", lambda s: TorchTrainer(one_arg, train_loop_config=[1, 2]), CTE, "train_loop_config",
      "[1, 2]"),
@@ -379,6 +392,7 @@ JOBS = [
     ("max_failures_float", T + "failure:\n  max_failures: 1.5\n", "failure.max_failures = 1.5", "an integer"),
     ("workers_exponent", T + "scaling:\n  num_workers: 1e3\n", "scaling.num_workers = 1000.0", "an integer"),
     ("nccl_without_gpus_job", T + "torch: {backend: nccl}\n", "torch.backend = nccl", "scaling.use_gpu=true"),
+    ("python_file_as_job", "PY", "job.py", "this is a Python file"),
     ("train_two_args", "train: funcs.py:g\n", "key train = funcs.py:g", "2 required arguments (a, b)"),
 ]
 
@@ -390,6 +404,9 @@ def _write_job(tmp_path, text):
         return str(tmp_path / "job.yaml")
     if isinstance(text, str) and text.startswith("/dev/"):
         return text
+    if text == "PY":
+        (tmp_path / "job.py").write_text('"""A train script."""\nimport os\ndef f(config):\n    pass\n')
+        return str(tmp_path / "job.py")
     path = tmp_path / "job.yaml"
     if isinstance(text, bytes):
         path.write_bytes(text)

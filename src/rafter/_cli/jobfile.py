@@ -89,6 +89,12 @@ def read_file(path: str) -> Dict[str, Any]:
         raise ConfigError(f"the file can't be a job: {exc.problem} (at line {mark.line + 1})", source=path,
                           fix=exc.fix) from None
     except yaml.YAMLError as exc:
+        if path.endswith(".py"):
+            raise ConfigError(
+                "this is a Python file; rafter run takes a YAML job file that names the train function",
+                source=path, fix=f"write a job file (e.g. job.yaml) holding\ntrain: {os.path.basename(path)}:"
+                                 f"<function name>\nand run: rafter run job.yaml   (or run the script: python {path})",
+            ) from None
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = getattr(exc, "problem", None) or str(exc)

@@ -166,6 +166,8 @@ def check_instance(config: str, field: str, value: Any, cls: type, example: str)
     """``value`` must be None or a ``cls`` (a config object passed where another is expected is caught here)."""
     if value is None or isinstance(value, cls):
         return
+    if value is cls:
+        raise ConfigTypeError(config, field, value, f"that is the class itself; pass an instance: {field}={example}")
     raise ConfigTypeError(
         config, field, value,
         f"expected a {cls.__name__} (or None), got {type(value).__name__}; pass {field}={example}",
@@ -182,6 +184,8 @@ def check_folder_name(config: str, field: str, value: Any, example: str) -> None
         problem = f"expected a str, got {type(value).__name__}"
     elif not value or value in (".", ".."):
         problem = "expected a non-empty folder name without '/'"
+    elif value != value.strip():
+        problem = "the name starts or ends with white space, which makes the folder hard to name; remove it"
     elif "/" in value or "\\" in value:
         problem = "expected a non-empty folder name without '/'"
     elif any(ord(c) < 32 for c in value):

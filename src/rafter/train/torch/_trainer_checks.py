@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -32,6 +33,12 @@ UNSUPPORTED = {
 def check_train_function(fn: Any, train_loop_config: Any) -> None:
     if not callable(fn) or isinstance(fn, (str, bytes)):
         raise ConfigTypeError(NAME, "train_loop_per_worker", fn, "expected a function taking () or (config)")
+    if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        kind = "a generator function (it uses yield)" if inspect.isgeneratorfunction(fn) else "an async function"
+        raise ConfigTypeError(
+            NAME, "train_loop_per_worker", fn,
+            f"{getattr(fn, '__name__', fn)} is {kind}: calling it returns at once without running its body; "
+            f"make it a plain def that trains and returns")
     required = required_arguments(fn)
     if required is not None and len(required) > 1:
         raise ConfigValueError(
