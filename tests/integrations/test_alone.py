@@ -48,7 +48,18 @@ def default_lightning_trainer(config):
     except RuntimeError as exc:
         refused = str(exc)
     trainer.fit(lightning_module_class()(), train_dataloaders=regression_loader())
-    return {"refused": refused, "world_size": trainer.world_size}
+
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+
+    from rafter.train.lightning import RayDDPStrategy
+
+    wrong_environment = pl.Trainer(accelerator="cpu", strategy=RayDDPStrategy(), plugins=[LightningEnvironment()],
+                                   logger=False, default_root_dir=config["output_dir"])
+    try:
+        prepare_trainer(wrong_environment)
+    except RuntimeError as exc:
+        environment = str(exc)
+    return {"refused": refused, "world_size": trainer.world_size, "environment": environment}
 
 
 def test_a_default_lightning_trainer_on_two_workers_is_refused_by_prepare_trainer_and_warned_about(tmp_path):
@@ -59,6 +70,8 @@ def test_a_default_lightning_trainer_on_two_workers_is_refused_by_prepare_traine
     assert result.return_value["world_size"] == 1  # what the issue saw: each rank alone
     assert "strategy is SingleDeviceStrategy" in result.return_value["refused"]
     assert "strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()]" in result.return_value["refused"]
+    assert "cluster environment is LightningEnvironment" in result.return_value["environment"]
+    assert "plugins=[RayLightningEnvironment()]" in result.return_value["environment"]
     log = (tmp_path / "pl_alone" / "logs" / "rank_0.log").read_text()
     assert "RayTrainReportCallback: the Lightning Trainer runs SingleDeviceStrategy on each of the 2" in log
     assert "training its own copy of the model, alone. Likely fix: wrap the model" in log

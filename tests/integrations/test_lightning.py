@@ -41,6 +41,16 @@ def test_epochs_report_metrics_and_checkpoints_and_a_sigkilled_worker_resumes_fr
     assert_same_weights(result.return_value["weights"], reference.return_value["weights"])
 
 
+def test_report_callback_refuses_ray_v2_options_rafter_has_not():
+    from rafter.train.lightning import RayTrainReportCallback
+
+    assert RayTrainReportCallback(checkpoint_upload_mode="SYNC").checkpoint_upload_mode == "SYNC"
+    with pytest.raises(ValueError, match="checkpoint_upload_mode='ASYNC'.*synchronously only"):
+        RayTrainReportCallback(checkpoint_upload_mode="ASYNC")
+    with pytest.raises(ValueError, match="validation=True.*no asynchronous checkpoint validation"):
+        RayTrainReportCallback(validation=True)
+
+
 def test_fsdp_on_cpu_workers_fails_before_training_naming_use_gpu_and_ddp(tmp_path):
     from rafter.train import RunConfig, ScalingConfig, TrainingFailedError
     from rafter.train.torch import TorchTrainer

@@ -58,3 +58,31 @@ def test_trl_sft_trainer_reports_through_the_same_callback(tmp_path):
     assert got == [1, 2, 3, 4, 4]
     assert len([c for c, _m in result.best_checkpoints]) == 2
     assert os.path.isfile(os.path.join(result.checkpoint.path, "checkpoint", "model.safetensors"))
+
+
+def trainer_without_the_callback(config):
+    from transformers import Trainer, TrainingArguments
+
+    from rafter.train.huggingface.transformers import prepare_trainer
+    from tests.integrations.tiny import tiny_llama, token_rows
+
+    args = TrainingArguments(output_dir=config["output_dir"], max_steps=1, report_to="none", use_cpu=True)
+    prepare_trainer(Trainer(model=tiny_llama(), args=args, train_dataset=token_rows(8)))
+    try:
+        prepare_trainer(object())
+    except TypeError as exc:
+        return str(exc)
+
+
+def test_prepare_trainer_warns_without_the_callback_and_refuses_what_is_not_a_trainer(tmp_path):
+    from rafter.train import RunConfig, ScalingConfig
+    from rafter.train.torch import TorchTrainer
+
+    result = TorchTrainer(trainer_without_the_callback, train_loop_config={"output_dir": str(tmp_path / "out")},
+                          scaling_config=ScalingConfig(num_workers=1),
+                          run_config=RunConfig(name="bare", storage_path=str(tmp_path))).fit()
+    assert "expected a transformers.Trainer (or a subclass such as trl.SFTTrainer), got builtins.object" in (
+        result.return_value)
+    log = (tmp_path / "bare" / "logs" / "rank_0.log").read_text()
+    assert "[rafter] warning: prepare_trainer(): the trainer has no RayTrainReportCallback" in log
+    assert "trainer.add_callback(RayTrainReportCallback())" in log

@@ -150,30 +150,21 @@ def prepare_trainer(trainer: "transformers.Trainer") -> "transformers.Trainer":
     """Check a ``transformers.Trainer`` (or subclass, e.g. TRL's ``SFTTrainer``) for a rafter run; returns it.
 
     Warns when no ``RayTrainReportCallback`` is attached (nothing would reach rafter: no metrics, no
-    checkpoints to restart from) and when the trainer's world size differs from the run's (each worker
-    would train alone). Ray Data iterables, which Ray's version adapts, don't exist in rafter: pass
-    ordinary datasets, which ``transformers.Trainer`` shards across the workers itself.
+    checkpoints to restart from). Ray Data iterables, which Ray's version adapts, don't exist in rafter:
+    pass ordinary datasets, which ``transformers.Trainer`` shards across the workers itself (it finds
+    rafter's process group and trains with DDP).
     """
     if not isinstance(trainer, transformers.Trainer):
         raise TypeError(
             f"prepare_trainer(trainer): expected a transformers.Trainer (or a subclass such as trl.SFTTrainer), "
             f"got {type(trainer).__module__}.{type(trainer).__qualname__}."
         )
-    ctx = train.get_context()
+    train.get_context()  # only in a train function
     if not any(isinstance(cb, RayTrainReportCallback) for cb in trainer.callback_handler.callbacks):
         warn(
             "prepare_trainer(): the trainer has no RayTrainReportCallback, so its logs and checkpoints don't "
-            "reach rafter (Result.metrics stays empty; a restart starts from scratch). Add one: "
+            "reach rafter (no metrics in the Result, no checkpoint for a restart to resume from). Add one: "
             "trainer.add_callback(RayTrainReportCallback())  "
             "# from rafter.train.huggingface.transformers import RayTrainReportCallback"
-        )
-    world_size = ctx.get_world_size()
-    if trainer.args.world_size != world_size:
-        warn(
-            f"prepare_trainer(): the run has {world_size} workers but the trainer sees world size "
-            f"{trainer.args.world_size}, so each worker trains its own copy of the model. Likely cause: "
-            f"TrainingArguments created with local_rank=-1 or with the distributed environment variables "
-            f"(RANK, WORLD_SIZE, LOCAL_RANK) changed. Fix: create TrainingArguments inside the train function "
-            f"without local_rank."
         )
     return trainer
