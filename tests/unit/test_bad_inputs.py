@@ -223,6 +223,9 @@ API = [
     ("state_dict_of_a_dict", lambda s: get_state_dict({"w": 1}), CTE, "model", "{'w': 1}"),
     ("load_state_optimizer_str", lambda s: load_state_dict(torch.nn.Linear(1, 1), {}, optimizer="adam"), CTE,
      "optimizer", "'adam'"),
+    ("best_checkpoint_mode_typo", lambda s: Result(metrics={}).get_best_checkpoint("loss", mode="maximum"), CVE,
+     "mode", "'maximum'"),
+    ("best_checkpoint_metric_none", lambda s: Result(metrics={}).get_best_checkpoint(None), CVE, "metric", "None"),
     ("checkpoint_missing_folder", lambda s: Checkpoint.from_directory(os.path.join(s, "nope")), FileNotFoundError,
      "from_directory", "nope"),
 ]

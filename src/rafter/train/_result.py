@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from rafter.train._validation import check_best_checkpoint_args
+
 
 @dataclass
 class Result:
@@ -46,6 +48,7 @@ class Result:
         return pd.DataFrame(list(self.metrics_history))
 
     def get_best_checkpoint(self, metric: str, mode: str = "max"):
+        check_best_checkpoint_args(metric, mode)
         scored = [(c, m) for c, m in self.best_checkpoints if metric in m]
         if not scored:
             return None

@@ -302,3 +302,11 @@ def check_report_args(checkpoint_dir_name: Any) -> None:
             "rafter.train.report", "checkpoint_dir_name", checkpoint_dir_name,
             f"that name is one of rafter's own in the run folder ({', '.join(sorted(RUN_FOLDER_NAMES))}, and "
             f"names starting with '.'); choose another", "checkpoint_epoch_3")
+
+
+def check_best_checkpoint_args(metric: Any, mode: Any) -> None:
+    """``Result.get_best_checkpoint(metric, mode)``: a metric name, and "max" or "min" (not silently "min")."""
+    check_optional_str("Result.get_best_checkpoint", "metric", metric, "loss")
+    if metric is None:
+        raise ConfigValueError("Result.get_best_checkpoint", "metric", metric, "name the metric to rank by", "loss")
+    check_choice("Result.get_best_checkpoint", "mode", mode, ("max", "min"))
