@@ -90,6 +90,15 @@ class DatasetRequest:
     rank: int
 
 
+@dataclass
+class CheckpointsRequest:
+    """A rank called ``rafter.train.get_all_reported_checkpoints()`` after ``num_reports`` reports of its own."""
+
+    rank: int
+    num_reports: int
+    timeout_s: Optional[float]
+
+
 def from_message(rank: int, message: tuple):
     """The event for a worker's channel message, or None for messages a backend handles itself
     (``rdzv``: rank 0's store address, which the backend forwards to the other ranks)."""
@@ -111,6 +120,8 @@ def from_message(rank: int, message: tuple):
     if kind == "collective":
         _, seq, op, data = message
         return CollectiveRequest(rank, seq, op, data)
+    if kind == "reported_checkpoints":
+        return CheckpointsRequest(rank, message[1], message[2])
     if kind == "datasets":
         return DatasetRequest(rank)
     if kind == "progress":

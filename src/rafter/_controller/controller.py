@@ -212,6 +212,7 @@ class Controller:
         group = backend.start_group(specs, payload, echo=self.echo)
         attempt = _Attempt(number, group.ranks)
         attempt.group = group
+        attempt.state = state  # what monitors answering workers read (committed checkpoints)
         monitors = attempt.monitors = [m(group, attempt, self) for m in self.monitors]
         try:
             while not group.all_exited():

@@ -136,7 +136,22 @@ class _LocalDriver:
             return self._storage(*message[1:])
         if kind == "datasets":
             return self._datasets()
+        if kind == "reported_checkpoints":
+            return ("reported_checkpoints", self._committed(), None)
         return None
+
+    def _committed(self):
+        from rafter._controller.reported_checkpoints import committed
+
+        if self.state is not None:
+            return committed(self.state)
+        from rafter import _run_folder  # a torchrun rank > 0: what rank 0 has journaled in the shared folder
+        from rafter._storage import Storage
+
+        spec = self.spec
+        record = _run_folder.read(spec.run_path, spec.storage_filesystem)
+        storage = Storage(record.path, spec.storage_filesystem)
+        return [(storage.join_path(record.path, c["name"]), c["metrics"]) for c in record.checkpoints]
 
     def _datasets(self):
         from rafter._controller.datasets import materialize, split
@@ -231,6 +246,7 @@ def _run(trainer, state, env, peers, created_group, rank, world_size) -> Result:
     )
     user_callbacks = UserCallbacks.for_run(trainer)
     driver = _LocalDriver(state, peers, user_callbacks, trainer)
+    driver.spec = spec
     session = WorkerSession(spec, _InProcessChannel(driver))
     set_session(session)
     try:

@@ -10,6 +10,13 @@ from rafter.train._config import CheckpointConfig, FailureConfig, LoggingConfig,
 from rafter.train._context import TrainContext, get_checkpoint, get_context, get_dataset_shard, report
 from rafter.train._data_config import DataConfig
 from rafter.train._errors import ControllerError, TrainingFailedError, WorkerGroupError
+from rafter.train._reported import (
+    CheckpointConsistencyMode,
+    CheckpointUploadMode,
+    ReportedCheckpoint,
+    ReportedCheckpointStatus,
+    get_all_reported_checkpoints,
+)
 from rafter.train._result import Result
 
 TRAIN_DATASET_KEY = "train"
@@ -19,10 +26,14 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "CheckpointConfig",
+    "CheckpointConsistencyMode",
+    "CheckpointUploadMode",
     "ControllerError",
     "DataConfig",
     "FailureConfig",
     "LoggingConfig",
+    "ReportedCheckpoint",
+    "ReportedCheckpointStatus",
     "Result",
     "RunConfig",
     "ScalingConfig",
@@ -31,6 +42,7 @@ __all__ = [
     "UserCallback",
     "WorkerGroupError",
     "collective",
+    "get_all_reported_checkpoints",
     "get_checkpoint",
     "get_context",
     "get_dataset_shard",

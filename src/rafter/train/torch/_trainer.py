@@ -61,6 +61,7 @@ class TorchTrainer:
             return local_mode.run(self)
         from rafter._controller.controller import Controller
         from rafter._controller.datasets import DatasetShards, materialize
+        from rafter._controller.reported_checkpoints import ReportedCheckpointsHub
 
         datasets = materialize(self.datasets) if self.datasets else {}
 
@@ -72,7 +73,7 @@ class TorchTrainer:
             backend_name=self.torch_config.resolve_backend(self.scaling_config.use_gpu),
             timeout_s=self.torch_config.timeout_s,
         )
-        controller.monitors.extend([*self._monitors, DatasetShards])
+        controller.monitors.extend([*self._monitors, DatasetShards, ReportedCheckpointsHub])
         controller.datasets, controller.dataset_config = datasets, self.dataset_config
         controller.fault = self._fault
         controller.user_callbacks = UserCallbacks.for_run(self)
