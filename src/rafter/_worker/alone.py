@@ -12,17 +12,17 @@ The check runs at rank 0's first report with a checkpoint or its second report, 
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Optional
 
-_checked = False
+_checked: "weakref.WeakSet" = weakref.WeakSet()  # the sessions (one per worker, per attempt) already checked
 
 
 def notice_report(session, index: int, with_checkpoint: bool) -> None:
-    global _checked
     spec = session.spec
-    if _checked or spec.rank != 0 or spec.world_size <= 1 or not (with_checkpoint or index >= 1):
+    if session in _checked or spec.rank != 0 or spec.world_size <= 1 or not (with_checkpoint or index >= 1):
         return
-    _checked = True
+    _checked.add(session)
     if collectives_issued() == 0:
         warn(alone_message(spec.world_size, index))
 
