@@ -36,6 +36,7 @@ from rafter.train.torch import (
     TorchTrainer,
     enable_reproducibility,
     get_state_dict,
+    load_checkpoint_file,
     load_state_dict,
     prepare_data_loader,
     prepare_model,
@@ -226,6 +227,9 @@ API = [
     ("best_checkpoint_mode_typo", lambda s: Result(metrics={}).get_best_checkpoint("loss", mode="maximum"), CVE,
      "mode", "'maximum'"),
     ("best_checkpoint_metric_none", lambda s: Result(metrics={}).get_best_checkpoint(None), CVE, "metric", "None"),
+    ("load_file_weights_only_str", lambda s: load_checkpoint_file(os.path.join(s, "m.pt"), weights_only="False"), CVE,
+     "weights_only", "'False'"),
+    ("load_file_empty_path", lambda s: load_checkpoint_file(""), CVE, "path", "''"),
     ("checkpoint_missing_folder", lambda s: Checkpoint.from_directory(os.path.join(s, "nope")), FileNotFoundError,
      "from_directory", "nope"),
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from rafter.train._validation import ConfigTypeError, ConfigValueError, check_bool, check_choice, is_int
+from rafter.train._validation import ConfigTypeError, ConfigValueError, check_bool, check_choice, check_path, is_int
 
 MAX_SEED = 2**32 - 1  # numpy's bound; torch and random accept it too
 
@@ -58,3 +58,9 @@ def check_state_args(fn: str, model: Any, optimizer: Any) -> None:
     check_instance_of(fn, "model", model, torch.nn.Module, "a torch.nn.Module (the prepared model)")
     if optimizer is not None:
         check_instance_of(fn, "optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer or None")
+
+
+def check_load_args(path: Any, weights_only: Any) -> None:
+    fn = "load_checkpoint_file"
+    check_path(fn, "path", path, "model.pt", empty="an empty path names no file; give the checkpoint file's path")
+    check_bool(fn, "weights_only", weights_only)  # "False" (a str) would mean True

@@ -99,6 +99,7 @@ def load_state_dict(
 def load_checkpoint_file(path: Any, weights_only: bool = True, map_location: Any = "cpu") -> Any:
     """``torch.load(path)`` with ``weights_only=True`` (tensors, dicts, numbers, strings only) unless you
     pass ``weights_only=False``, which executes pickled code from the file: only for files you trust."""
+    checks.check_load_args(path, weights_only)
     path = os.fspath(path)
     if not os.path.exists(path):
         folder = os.path.dirname(path) or "."
