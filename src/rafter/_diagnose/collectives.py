@@ -221,7 +221,8 @@ class CollectiveWatch:
             self.polled_at = None
 
     def _live(self) -> List[int]:
-        return [r for r, o in self.attempt.outcomes.items() if not (o.failed or o.finished)]
+        """Ranks still running that said hello (so have the signal's handler: before, it would kill them)."""
+        return [r for r, o in self.attempt.outcomes.items() if o.pid is not None and not (o.failed or o.finished)]
 
     def tick(self, now: float) -> None:
         if self.stopped:

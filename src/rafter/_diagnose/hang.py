@@ -105,7 +105,8 @@ class HangMonitor:
                 pass
         alive = [r for r in self.group.ranks if self.group.signal(r, STACK_DUMP_SIGNAL)]
         for r in alive:
-            self.group.signal(r, COLLECTIVES_SIGNAL)  # each rank's collectives, for the verdict
+            if r in self.last:  # said hello: its worker answers this signal (before, it would end it)
+                self.group.signal(r, COLLECTIVES_SIGNAL)  # each rank's collectives, for the verdict
         deadline = time.monotonic() + DUMP_WAIT_S
         dumps = {r: _read_dump(specs[r].stack_file, deadline) for r in alive}
         locations = {r: locate(text) for r, text in dumps.items()}
