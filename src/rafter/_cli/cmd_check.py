@@ -177,7 +177,8 @@ def _check_storage(job, report: Report) -> None:
     try:
         check_storage(root)
     except ConfigValueError as exc:
-        report.add(FAIL, "storage", f"{root} is not writable: {exc.problem()}\n"
+        verdict = "can't be used" if "://" in root else "is not writable"
+        report.add(FAIL, "storage", f"{root} {verdict}: {exc.problem()}\n"
                                     f"Fix: run.storage_path: a folder you can write to (or --set run.storage_path=...)")
         return
     try:
