@@ -52,7 +52,7 @@ def _when(t: Any) -> str:
         return "?"
 
 
-def _describe(rec: Dict[str, Any]) -> str:
+def describe(rec: Dict[str, Any]) -> str:
     if not rec:
         return "another driver (it is still writing its details)"
     return f"driver pid {rec.get('pid')} on host {rec.get('host')} (started {_when(rec.get('start'))})"
@@ -70,7 +70,7 @@ def _in_use(run_path: str, rec: Dict[str, Any], extra: str = "") -> RunFolderInU
     pid = rec.get("pid")
     stop = f"stop it (kill {pid}) " if pid and rec.get("host") == socket.gethostname() else "stop it "
     return RunFolderInUseError(
-        f"The run folder {run_path} is in use by {_describe(rec)}{extra}. Two drivers in one run folder would "
+        f"The run folder {run_path} is in use by {describe(rec)}{extra}. Two drivers in one run folder would "
         f"commit the same checkpoint names and mix their metrics.", path=run_path,
         fix=f"wait for that run to finish, or {stop}and run again to resume it, or give this run its own "
             f"RunConfig(name=...)")
@@ -124,7 +124,7 @@ class LocalLock:
             gone = "is no longer running" if not _pid_alive(self.previous.get("pid")) or \
                 self.previous.get("host") != socket.gethostname() else "holds no lock any more"
             logger.warning("taking over run folder %s from %s, which %s.", self.run_path,
-                           _describe(self.previous), gone)
+                           describe(self.previous), gone)
         data = json.dumps(me).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
@@ -187,7 +187,7 @@ class RemoteLease:
             raise _in_use(self.run_path, rec, f", whose lease runs {left:.0f} s more unless it renews it")
         if rec:
             logger.warning("taking over run folder %s from %s, whose lease expired %.0f s ago.",
-                           self.run_path, _describe(rec), time.time() - float(rec.get("expires", 0)))
+                           self.run_path, describe(rec), time.time() - float(rec.get("expires", 0)))
         self.previous = rec
         self._write()
         if self._current().get("token") != self.me["token"]:
@@ -216,3 +216,28 @@ class RemoteLease:
 def hold(storage: Storage, run_path: str):
     """Take ownership of the run folder (which must exist), or raise RunFolderInUseError."""
     return (LocalLock(run_path) if storage.local else RemoteLease(storage, run_path)).acquire()
+
+
+def holder(storage: Storage, run_path: str) -> Optional[Dict[str, Any]]:
+    """Who owns a run folder, for ``rafter results`` (never call it from the owner itself): the owner's record
+    with ``alive`` set, or None when no driver holds or held it."""
+    path = storage.join_path(run_path, LOCK_FILE)
+    if not storage.local:
+        rec = _parse(storage.read_text(path)) if storage.exists(path) else {}
+        return dict(rec, alive=float(rec.get("expires", 0)) > time.time()) if rec else None
+    try:
+        fd = open_fd(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        rec = _parse(os.pread(fd, 1 << 16, 0).decode(errors="replace"))
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alive = False
+        except (BlockingIOError, PermissionError):
+            alive = True
+        except OSError:
+            alive = rec.get("host") == socket.gethostname() and _pid_alive(rec.get("pid"))
+    finally:
+        os.close(fd)
+    return dict(rec, alive=alive)

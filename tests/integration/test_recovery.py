@@ -143,12 +143,19 @@ def test_driver_sigkilled_then_fit_again_resumes_from_last_committed_checkpoint(
     proc = subprocess.Popen([sys.executable, str(script), storage, "hold"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     _read_until(proc, "STEP 4")
+    run_folder, deadline = str(tmp_path / "results" / "resumable"), time.monotonic() + 60
+    while len(_run_folder.read(run_folder).checkpoints) < 4:  # the driver may still be reading step 3's reports
+        assert time.monotonic() < deadline, "the driver did not commit step 3's checkpoint"
+        time.sleep(0.05)
     family = psutil.Process(proc.pid).children(recursive=True)
     proc.kill()
     proc.wait()
     gone, alive = psutil.wait_procs(family, timeout=5)
     assert family and not alive
     last = _run_folder.read(str(tmp_path / "results" / "resumable")).checkpoints[-1]["name"]
+    shown = subprocess.run([sys.executable, "-m", "rafter", "results", str(tmp_path / "results" / "resumable")],
+                           capture_output=True, text=True)
+    assert f"driver:       gone: driver pid {proc.pid} on host" in shown.stdout, shown.stdout + shown.stderr
     last_step = torch.load(tmp_path / "results" / "resumable" / last / "s.pt", weights_only=True)
     assert last_step in (3, 4)  # step 4's checkpoint commits once both ranks' reports arrived
 

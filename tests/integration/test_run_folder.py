@@ -84,6 +84,9 @@ def test_a_second_driver_started_while_the_first_runs_stops_before_touching_anyt
         assert f"is in use by driver pid {first_pid} on host" in err.decode(), err.decode()
         assert "RunConfig(name=...)" in err.decode() and f"kill {first_pid}" in err.decode()
         assert json.loads(lock.read_text())["pid"] == first_pid
+        shown = subprocess.run([sys.executable, "-m", "rafter", "results", str(lock.parent)], capture_output=True,
+                               text=True)
+        assert f"driver:       running: driver pid {first_pid} on host" in shown.stdout, shown.stdout + shown.stderr
     finally:
         release.touch()
         rest, _ = first.communicate(timeout=120)

@@ -13,6 +13,19 @@ from rafter._cli.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 CAUSES = {"start": "first start", "restart": "restart after a failure", "new invocation": "driver run again"}
 
 
+def owner_line(run_path: str) -> str:
+    """Whether the driver of a run marked running is alive (it holds the run folder's lock) or gone."""
+    from rafter._run_lock import describe, holder
+    from rafter._storage import Storage
+
+    rec = holder(Storage(run_path), run_path)
+    if rec is None:
+        return "  driver:       none holds this run folder; run the script again to resume it"
+    if rec["alive"]:
+        return f"  driver:       running: {describe(rec)}"
+    return f"  driver:       gone: {describe(rec)} was killed or crashed; run the script again to resume it"
+
+
 def attempt_lines(attempts, invocations):
     """Attempts grouped by invocation: restarts after failures told apart from separate runs of the driver."""
     lines = []
@@ -56,6 +69,8 @@ def results_command(args) -> int:
     else:
         out = sys.stdout
         out.write(describe(result, status=status) + "\n")
+        if status == "running":
+            out.write(owner_line(record.path) + "\n")
         if result.best_checkpoints:
             out.write("  checkpoints:\n")
             for checkpoint, metrics in result.best_checkpoints:
