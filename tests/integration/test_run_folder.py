@@ -22,7 +22,7 @@ from tests.integration.test_recovery import _read_until
 
 DRIVER = textwrap.dedent(
     """
-    import os, sys, tempfile, time
+    import os, sys, tempfile, time, torch
     from rafter import train
     from rafter.train import Checkpoint, RunConfig, ScalingConfig
     from rafter.train.torch import TorchTrainer
@@ -39,6 +39,7 @@ DRIVER = textwrap.dedent(
                 deadline = time.monotonic() + 60  # hold here until the test lets this driver go on
                 while not os.path.exists(config["release"]) and time.monotonic() < deadline:
                     time.sleep(0.02)
+        torch.distributed.barrier()
         return "done"
 
     storage, driver, release = sys.argv[1], sys.argv[2], (sys.argv[3] if len(sys.argv) > 3 else "")
@@ -131,6 +132,15 @@ def same_name_from_every_rank(config):
         with open(os.path.join(d, "model.bin"), "wb") as f:
             f.write(b"same" if config["same"] else bytes([rank]) * (10 + rank))
         train.report({"step": 0}, checkpoint=Checkpoint.from_directory(d))
+    _all_joined()
+
+
+def _all_joined():
+    """No rank returns before every rank has joined the process group (gloo's mesh would see it leave)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def _fit(fn, tmp_path, n=2, config=None, name="run", **run):
@@ -162,6 +172,7 @@ def uneven_reports(config):
             with open(os.path.join(d, f"rank{rank}.txt"), "w") as f:
                 f.write(str(step))
             train.report({"step": step}, checkpoint=Checkpoint.from_directory(d))
+    _all_joined()
 
 
 def test_a_checkpoint_only_some_ranks_reported_is_named_and_result_stays_consistent(tmp_path, caplog):
@@ -191,6 +202,7 @@ def resumes(config):
                     f.write(str(step))
             train.report({"step": step}, checkpoint=Checkpoint.from_directory(d)
                          if train.get_context().get_world_rank() == 0 else None)
+    _all_joined()
     return start
 
 
