@@ -12,10 +12,22 @@ from tests.cli.conftest import FUNCS
 
 
 def test_schema_defaults_are_the_config_classes_defaults():
-    for f in dataclasses.fields(TorchConfig):
-        if f.name in schema.TORCH_DEFAULTS:
-            assert schema.TORCH_DEFAULTS[f.name] == f.default
-    assert set(schema.SECTIONS["torch"][1]) == set(schema.TORCH_DEFAULTS)
+    from rafter.train import CheckpointConfig, FailureConfig, ScalingConfig
+
+    for cls in (ScalingConfig, FailureConfig, CheckpointConfig, TorchConfig):
+        section, (name, fields) = next((k, v) for k, v in schema.SECTIONS.items() if v[0] == cls.__name__)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        assert {key: field.default for key, field in fields.items()} == {key: defaults[key] for key in fields}, section
+
+
+def test_checking_a_job_file_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "job.yaml").write_text("train: x.py:f\ntorch: {backend: gloo, timeout_s: 60}\n")
+    code = ("import sys; from rafter._cli.jobfile import load_job; job = load_job(sys.argv[1], load_train=False); "
+            "assert job.torch_config.timeout_s == 60 and 'torch' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "job.yaml")], check=True)
 
 
 def test_environment_variables(tmp_path, monkeypatch):

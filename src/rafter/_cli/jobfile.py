@@ -16,7 +16,7 @@ from rafter._cli import schema
 from rafter._cli.checks import DEFAULT_ORIGIN, check_keys, check_types, origin_of
 from rafter._cli.errors import ConfigError, describe_type
 from rafter._cli.overrides import apply_set, expand_env
-from rafter._cli.translate import construct
+from rafter._cli.translate import construct, construct_torch
 from rafter._cli.yamlread import LimitError, NotAFileError, load, read_text
 
 
@@ -162,18 +162,17 @@ def load_job(path: Optional[str], sets: Sequence[str] = (), *, load_train: bool 
     merged = with_defaults(values, origins)
     job = Job(source=source, base_dir=base_dir, values=merged, origins=origins)
     job.configs = construct(merged, lambda p: origin_of(origins, p, source))
+    job.configs["torch"] = construct_torch(merged, job.origin, job.scaling)
     if load_train:
         load_callable_parts(job)
     return job
 
 
 def load_callable_parts(job: Job) -> None:
-    """Import the train function, build TorchConfig (imports torch) and the trackers."""
+    """Import the train function and build the trackers."""
     from rafter._cli.loader import load_function
     from rafter._cli.trackers import build_callbacks
-    from rafter._cli.translate import construct_torch
 
     job.train_fn = load_function(job.values["train"], base_dirs=[job.base_dir, os.getcwd()],
                                  source=job.origin("train"))
-    job.configs["torch"] = construct_torch(job.values, job.origin, job.scaling)
     job.callbacks = build_callbacks(job.values["run"].get("callbacks") or [], job.origin("run.callbacks"))

@@ -1,7 +1,7 @@
 """The keys a job file may hold, their YAML types, defaults and examples.
 
-Defaults come from the config classes themselves (``rafter.train._config``), except ``torch.*``,
-whose class lives in ``rafter.train.torch`` (importing it imports torch; a test keeps the two equal).
+Defaults come from the config classes themselves (``rafter.train._config`` and, torch-free,
+``rafter.train._torch_config``).
 Ranges and enumerations are checked by the config classes; this table checks types and names.
 """
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from rafter.train._config import PLACEMENT_STRATEGIES, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from rafter.train._torch_config import TorchConfig
 
 REQUIRED = object()
 
@@ -47,7 +48,6 @@ def _default(cls, name: str) -> Any:
     raise KeyError(name)
 
 
-TORCH_DEFAULTS = {"backend": None, "timeout_s": 1800}
 
 # Section name -> (config class name as its messages spell it, {key: Field}).
 SECTIONS: Dict[str, Tuple[str, Dict[str, Field]]] = {
@@ -87,9 +87,10 @@ SECTIONS: Dict[str, Tuple[str, Dict[str, Field]]] = {
                                         choices=("max", "min")),
     }),
     "torch": ("TorchConfig", {
-        "backend": Field("str", "gloo", "gloo or nccl (null: nccl with GPUs, else gloo)", TORCH_DEFAULTS["backend"],
+        "backend": Field("str", "gloo", "gloo or nccl (null: nccl with GPUs, else gloo)",
+                         _default(TorchConfig, "backend"),
                          nullable=True, choices=("gloo", "nccl")),
-        "timeout_s": Field("number", 1800, "timeout of collective operations", TORCH_DEFAULTS["timeout_s"]),
+        "timeout_s": Field("number", 1800, "timeout of collective operations", _default(TorchConfig, "timeout_s")),
     }),
 }
 

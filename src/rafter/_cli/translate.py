@@ -80,8 +80,7 @@ def construct(values: Dict[str, Any], origin: Callable[[str], str]) -> Dict[str,
 
 
 def construct_torch(values: Dict[str, Any], origin: Callable[[str], str], scaling):
-    from rafter.train.torch import TorchConfig
-    from rafter.train.torch._trainer_checks import check_backend_fits
+    from rafter.train._torch_config import TorchConfig, check_backend_fits
 
     try:
         config = TorchConfig(**values["torch"])

@@ -1,7 +1,7 @@
 """``rafter.train.torch``: the PyTorch trainer and the helpers a train function uses."""
 
 from rafter.train.torch._amp import autocast_dtype, choose_autocast_dtype
-from rafter.train.torch._config import TorchConfig
+from rafter.train._torch_config import TorchConfig
 from rafter.train.torch._prepare import (
     enable_reproducibility,
     get_device,

@@ -8,7 +8,7 @@ from rafter.train._config import RunConfig, ScalingConfig
 from rafter.train._result import Result
 from rafter.train._validation import with_removed_arguments
 from rafter.train.torch import _trainer_checks as checks
-from rafter.train.torch._config import TorchConfig
+from rafter.train._torch_config import TorchConfig
 
 
 @with_removed_arguments("TorchTrainer", checks.REMOVED, checks.UNSUPPORTED)

@@ -16,7 +16,7 @@ from rafter.train._validation import (
     required_arguments,
     takes_arguments,
 )
-from rafter.train.torch._config import TorchConfig
+from rafter.train._torch_config import TorchConfig, check_backend_fits
 
 NAME = "TorchTrainer"
 RESUME = ("call fit() again with the same RunConfig(name=..., storage_path=...): it resumes from the run's latest "
@@ -64,14 +64,6 @@ def check_trainer_arguments(fn: Any, train_loop_config: Any, torch_config: Any, 
     check_instance(NAME, "run_config", run_config, RunConfig, "RunConfig(name='my_run')")
     check_instance(NAME, "torch_config", torch_config, TorchConfig, "TorchConfig(backend='gloo')")
     check_backend_fits(torch_config, scaling_config or ScalingConfig())
-
-
-def check_backend_fits(torch_config: Any, scaling: ScalingConfig) -> None:
-    """NCCL needs GPUs: a worker group without them would fail in every worker at init_process_group."""
-    if torch_config is not None and torch_config.backend == "nccl" and not scaling.use_gpu and scaling.num_workers:
-        raise ConfigValueError(
-            "TorchConfig", "backend", "nccl", "nccl runs only on GPUs, but the workers get none ({off}); set {on}, or "
-            "use gloo", "gloo", refs={"off": ("ScalingConfig", "use_gpu", False), "on": ("ScalingConfig", "use_gpu", True)})
 
 
 def restore_removed(*_args: Any, **_kwargs: Any):

@@ -1,8 +1,12 @@
+"""``TorchConfig`` (exported as ``rafter.train.torch.TorchConfig``), kept free of torch so that job files can
+be checked without importing it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
+from rafter.train._config import ScalingConfig
 from rafter.train._validation import ConfigValueError, check_choice, is_number, warn_ignored
 
 MAX_TIMEOUT_S = 365 * 24 * 3600  # torch turns the timeout into a C++ duration; a year is plenty and safe
@@ -36,3 +40,11 @@ class TorchConfig:
 
     def resolve_backend(self, use_gpu: bool) -> str:
         return self.backend or ("nccl" if use_gpu else "gloo")
+
+
+def check_backend_fits(torch_config: Optional[TorchConfig], scaling: ScalingConfig) -> None:
+    """NCCL needs GPUs: a worker group without them would fail in every worker at init_process_group."""
+    if torch_config is not None and torch_config.backend == "nccl" and not scaling.use_gpu and scaling.num_workers:
+        raise ConfigValueError(
+            "TorchConfig", "backend", "nccl", "nccl runs only on GPUs, but the workers get none ({off}); set {on}, or "
+            "use gloo", "gloo", refs={"off": ("ScalingConfig", "use_gpu", False), "on": ("ScalingConfig", "use_gpu", True)})
