@@ -57,6 +57,7 @@ class RafterRank:
         self.pid: Optional[int] = None
         self.done = False
         self.pending_kill: Optional[int] = None  # a kill that came before the worker existed
+        self.driver_killed = False  # the driver asked for the SIGKILL (not the kernel, not this node's watch)
         self._ctl: Optional[socket.socket] = None
         self._lock = threading.Lock()
         if node_workers:  # bind first, then start the server: peers can connect (and queue) at once
@@ -117,6 +118,12 @@ class RafterRank:
         threading.Thread(target=self._feed, args=(in_w, message), daemon=True).start()
         threading.Thread(target=self._serve_commands, daemon=True).start()
         code = -signal.SIGKILL
+        # Memory on this node: the driver can't see it (rafter._diagnose.node_memory).
+        from rafter._diagnose.node_memory import NodeMemoryWatch
+
+        watch = NodeMemoryWatch(f"{self.node_ip} ({socket.gethostname()})", getattr(spec, "memory_limit", None),
+                                stop=lambda: self._signal(signal.SIGKILL, group=True),
+                                send=lambda evidence: self._send(("oom", evidence)))
         while True:
             data = server.recv(1 << 16)
             if not data:  # the fork server died, and the worker with it
@@ -126,11 +133,15 @@ class RafterRank:
             if reply[0] == "spawned":
                 self.pid = reply[1]
                 self._send(("spawned", self.pid, self.node_ip, socket.gethostname()))
+                watch.start(self.pid)
                 if self.pending_kill is not None:
                     self._signal(self.pending_kill, group=True)
             elif reply[0] == "exited":
                 code = os.waitstatus_to_exitcode(reply[1])
                 break
+        if self.pid is not None:
+            watch.exited(self.pid, code, killed_by_rafter=self.driver_killed)  # sends its evidence, if any
+        watch.close()
         self.done = True
         for t in pumps:
             t.join(DRAIN_GRACE_S)
@@ -181,6 +192,7 @@ class RafterRank:
         while not reader.eof:
             for message in reader.read():
                 if message[0] in ("kill", "signal"):
+                    self.driver_killed = self.driver_killed or (message[0] == "kill" and message[1] == signal.SIGKILL)
                     self._signal(message[1], group=message[0] == "kill")
         self._signal(signal.SIGKILL, group=True)  # the driver went away: no worker may outlive it
 
