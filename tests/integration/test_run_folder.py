@@ -301,6 +301,7 @@ def test_running_a_finished_run_again_is_a_new_invocation_not_a_failed_attempt(t
         (1, 1, "start", None), (2, 2, "new invocation", None)]
     proc = subprocess.run([sys.executable, "-m", "rafter", "results", result.path], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    assert "✓ finished: 3 reports, 2 attempts in 2 invocations" in proc.stdout
     assert "invocation 1: finished\n    attempt 1 (first start), from report 0: ok" in proc.stdout
     assert "invocation 2: finished\n    attempt 2 (driver run again), from report 2: ok" in proc.stdout
 

@@ -51,6 +51,9 @@ def describe(result, *, status: str, error: Optional[BaseException] = None,
     reports = len(result.metrics_history)
     took = f" in {format_duration(elapsed_s)}" if elapsed_s is not None else ""
     counts = f"{reports} report{'s' if reports != 1 else ''}, {attempts} attempt{'s' if attempts != 1 else ''}"
+    invocations = len({a.get("invocation", 1) for a in result.attempts})
+    if invocations > 1:  # the driver was run again: not failures
+        counts += f" in {invocations} invocations"
     if status == "finished":
         head = f"✓ finished{took}: {counts}"
     elif status == "failed":
