@@ -134,8 +134,12 @@ class CheckpointManager:
                 src = self.storage.join_path(staged[info["rank"]]["staging"], rel)
                 self.storage.move(src, self.storage.join_path(base, rel))
         name = staged[min(staged)].get("dir_name") or rf.checkpoint_name(self.next_number)  # rank 0's, as Ray
-        self._replace_same_name(name)
-        self.storage.publish(base, self.path(name))
+        if not staged[base_rank].get("in_place"):  # NO_UPLOAD / checkpoint_upload_fn: already in the run folder
+            self._replace_same_name(name)
+            self.storage.publish(base, self.path(name))
+        elif any(c["name"] == name for c in self.checkpoints):  # the same folder reported again: listed once
+            self.checkpoints[:] = [c for c in self.checkpoints if c["name"] != name]
+            self.journal.append(rf.dumps_line({"op": "remove", "name": name}), durable=True)
         entry = {"name": name, "number": self.next_number, "metrics": metrics, "files": files}
         self.journal.append(rf.dumps_line(dict(entry, op="commit")), durable=True)
         self.checkpoints.append(entry)

@@ -82,6 +82,8 @@ class _Peers:
 class _InProcessChannel:
     """Stands in for the worker-to-driver socket: each message is handled right here, in order."""
 
+    in_process = True
+
     def __init__(self, driver: "_LocalDriver") -> None:
         self._driver = driver
         self._replies: collections.deque = collections.deque()
@@ -252,6 +254,9 @@ def _run(trainer, state, env, peers, created_group, rank, world_size) -> Result:
     try:
         try:
             value = _call_user_function(trainer.train_loop_per_worker, trainer.train_loop_config)
+            from rafter._worker.uploads import drain
+
+            drain(session)  # ASYNC uploads still running
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 raise

@@ -156,6 +156,10 @@ def run_worker(spec: WorkerSpec, channel: Channel, payload: bytes) -> int:
                 value = None
             else:
                 raise
+        phase = "uploading checkpoints"
+        from rafter._worker.uploads import drain
+
+        drain(session)  # ASYNC uploads still running, and the reports queued behind them
         phase = "returning the result"
         collectives.write("returned")
         from rafter._util.pickling import dumps_return_value

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from rafter._worker import alone
 from rafter._worker.session import get_session, require_session
@@ -128,24 +128,44 @@ def clean_metrics(metrics: Any) -> Dict[str, Any]:
     return out
 
 
-def report(metrics: Dict[str, Any], checkpoint: Optional[Any] = None, checkpoint_dir_name: Optional[str] = None) -> None:
+def report(
+    metrics: Dict[str, Any],
+    checkpoint: Optional[Any] = None,
+    checkpoint_dir_name: Optional[str] = None,
+    checkpoint_upload_mode=None,
+    delete_local_checkpoint_after_upload: Optional[bool] = None,
+    checkpoint_upload_fn: Optional[Callable] = None,
+    validation: Any = False,
+) -> None:
     """Send metrics (and optionally a checkpoint) to the driver. Cheap and non-blocking without a checkpoint.
 
     Any rank may report; ``Result.metrics`` holds rank 0's latest. With a checkpoint, this rank's files are
     written to storage and the checkpoint becomes visible once every rank that passed files has written them.
+
+    ``checkpoint_upload_mode``: ``CheckpointUploadMode.SYNC`` (default), ``ASYNC`` (the copy runs in the
+    background and ``report()`` returns at once) or ``NO_UPLOAD`` (the folder is already in the run folder).
+    ``delete_local_checkpoint_after_upload`` (default: True for ASYNC only) deletes the local folder once
+    copied. ``checkpoint_upload_fn(checkpoint, dir_name) -> Checkpoint`` uploads it yourself (into the run
+    folder, e.g. ``get_context().get_storage().experiment_fs_path``).
     """
+    from rafter._worker import uploads
+    from rafter.train._reported import CheckpointUploadMode
+
     check_report_args(checkpoint_dir_name)
+    mode = CheckpointUploadMode.SYNC if checkpoint_upload_mode is None else checkpoint_upload_mode
+    if not isinstance(mode, CheckpointUploadMode):
+        raise TypeError(f"rafter.train.report(checkpoint_upload_mode={checkpoint_upload_mode!r}): expected a "
+                        f"CheckpointUploadMode, e.g. CheckpointUploadMode.ASYNC.")
+    if validation:
+        raise ValueError("rafter.train.report(validation=...): rafter has no separate validation step; validate in "
+                         "the train function and report the metrics with the checkpoint.")
     session = require_session("report")
     clean = clean_metrics(metrics)
     index = session.report_index
     session.report_index = index + 1
     alone.notice_report(session, index, checkpoint is not None)
-    staged = None
-    if checkpoint is not None:
-        from rafter._worker.staging import stage_checkpoint
-
-        staged = stage_checkpoint(session, checkpoint, index, checkpoint_dir_name)
-    session.send(("report", index, clean, staged, time.time()))
+    uploads.report(session, index, clean, checkpoint, checkpoint_dir_name, mode,
+                   delete_local_checkpoint_after_upload, checkpoint_upload_fn)
     if session.spec.crash_at is not None:
         from rafter._worker import faults
 

@@ -67,6 +67,9 @@ def get_all_reported_checkpoints(
             f"rafter.train.get_all_reported_checkpoints(timeout_s={timeout_s!r}): expected seconds >= 0 or None."
         )
     session = require_session("get_all_reported_checkpoints")
+    from rafter._worker.uploads import drain
+
+    drain(session)  # this rank's ASYNC uploads first: their checkpoints are what the caller waits for
     _, entries, error = session.request(("reported_checkpoints", session.report_index, timeout_s))
     if error:
         raise RuntimeError(f"rafter.train.get_all_reported_checkpoints(): {error}")
