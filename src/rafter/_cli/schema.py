@@ -112,8 +112,6 @@ ALIASES = {
     "cluster_address": "address",
 }
 
-FREE_MAPPINGS = ("train_loop_config",)  # any keys below these
-
 
 def top_level_keys() -> Tuple[str, ...]:
     return tuple(TOP) + tuple(SECTIONS)
