@@ -532,3 +532,19 @@ def test_a_foreign_or_corrupt_state_file_is_one_error_naming_it_and_left_as_it_w
     assert f"{state} {'is not a rafter state file' if name == 'old_run' else ''}".strip() in str(info.value)
     assert says in str(info.value) and "Fix: move that folder away" in str(info.value)
     assert open(state).read() == before
+
+
+def test_env_expansion_visits_a_node_shared_by_aliases_once(tmp_path, monkeypatch):
+    from rafter._cli import overrides
+
+    monkeypatch.setenv("RAFTER_TEST_DIM", "64")
+    calls = []
+    real = overrides.expand_env
+    monkeypatch.setattr(overrides, "expand_env", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    inner = "'${RAFTER_TEST_DIM}'"
+    levels = "".join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10) if i else inner}]\n"
+                     for i in range(5))  # 10^4 copies of the innermost list once expanded
+    path = _write_job(tmp_path, T + "train_loop_config:\n" + levels)
+    config = load_job(path, load_train=False).values["train_loop_config"]
+    assert config["l4"][3][2][1][0] == [64] and config["l1"][9] is config["l0"]  # expanded, and still shared
+    assert len(calls) < 200, len(calls)  # the file's nodes (about 50), not the 11,111 of its expansion

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from rafter._cli import schema
 from rafter._cli.checks import unknown_key
@@ -22,11 +22,22 @@ def _typed(path: str) -> bool:
     return f.kind not in ("str", "callbacks")
 
 
-def expand_env(value: Any, path: str, source: str) -> Any:
-    if isinstance(value, dict):
-        return {k: expand_env(v, f"{path}.{k}" if path else str(k), source) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v, f"{path}[{i}]", source) for i, v in enumerate(value)]
+def expand_env(value: Any, path: str, source: str, _done: Optional[Dict[int, Any]] = None) -> Any:
+    """``value`` with ``${VAR}`` references replaced. A mapping or list that YAML aliases share is expanded
+    once and shared in the result too, so the work follows the file's size, not its expanded size."""
+    if isinstance(value, (dict, list)):
+        done = {} if _done is None else _done
+        # Below the schema's keys (inside train_loop_config's values) the result doesn't depend on the path.
+        shared = "." in path and schema.field_at(path.split("[")[0]) is None
+        if shared and id(value) in done:
+            return done[id(value)]
+        if isinstance(value, dict):
+            out: Any = {k: expand_env(v, f"{path}.{k}" if path else str(k), source, done) for k, v in value.items()}
+        else:
+            out = [expand_env(v, f"{path}[{i}]", source, done) for i, v in enumerate(value)]
+        if shared:
+            done[id(value)] = out
+        return out
     if not isinstance(value, str) or "$" not in value:
         return value
 
