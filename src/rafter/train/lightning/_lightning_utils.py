@@ -43,6 +43,29 @@ except ModuleNotFoundError:
 
 
 class _RayStrategyMixin:
+    """In a worker Lightning finds rafter's process group and uses it. In local mode (``num_workers=0``) there
+    is none: Lightning creates a group of one, and teardown removes it again (and the MASTER_ADDR/PORT it
+    set), so the calling process is left as it was."""
+
+    _group_env: Optional[Dict[str, Optional[str]]] = None  # set when Lightning creates the group itself
+
+    def setup_environment(self) -> None:
+        if not torch.distributed.is_initialized():
+            self._group_env = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
+        super().setup_environment()
+
+    def teardown(self) -> None:
+        super().teardown()
+        if self._group_env is not None:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+            for key, value in self._group_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            self._group_env = None
+
     @property
     def root_device(self) -> torch.device:
         from rafter.train.torch import get_device
