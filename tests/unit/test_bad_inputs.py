@@ -480,10 +480,12 @@ def test_env_var_expansion_reads_exponent_floats(tmp_path, monkeypatch):
     assert load_job(path, load_train=False).values["train_loop_config"]["lr"] == 3e-4
 
 
-def test_aliases_within_the_bound_still_work(tmp_path):
+def test_aliases_within_the_bound_still_work_and_a_set_flag_changes_one_copy(tmp_path):
     path = _write_job(tmp_path, T + "train_loop_config:\n  base: &b {lr: 0.1, layers: [1, 2]}\n  copy: *b\n")
     config = load_job(path, load_train=False).values["train_loop_config"]
     assert config["copy"] == config["base"] == {"lr": 0.1, "layers": [1, 2]}
+    config = load_job(path, ["train_loop_config.copy.lr=0.5"], load_train=False).values["train_loop_config"]
+    assert (config["base"]["lr"], config["copy"]["lr"]) == (0.1, 0.5)
 
 
 @pytest.mark.parametrize("flag, fragment", [

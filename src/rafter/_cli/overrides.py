@@ -121,6 +121,8 @@ def apply_set(values: Dict[str, Any], origins: Dict[str, str], flag: str) -> Non
                 source=source, path=".".join(parts[: i + 1]), value=child, has_value=True,
                 fix=f"--set {'.'.join(parts[:i + 1])}={inline({parts[i + 1]: value})}",
             )
+        else:
+            child = node[part] = dict(child)  # a mapping YAML aliases share: change this copy only
         node = child
     node[parts[-1]] = value
     for key in [k for k in origins if k == path or k.startswith(path + ".")]:
