@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from rafter.train import Result
+
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_docs")
 
 
@@ -29,6 +31,12 @@ def test_ray_transformers_getting_started_runs_on_rafter(tmp_path):
     checkpoints = sorted(n for n in os.listdir(run) if n.startswith("checkpoint_"))
     assert len(checkpoints) == 3  # save_strategy="epoch", 3 epochs (the default)
     assert os.path.isfile(run / checkpoints[-1] / "checkpoint" / "model.safetensors")
+    # eval_strategy == save_strategy == "epoch": each checkpoint's metrics hold that epoch's evaluation
+    result = Result.from_path(str(run))
+    got = [m["epoch"] for _c, m in result.best_checkpoints]
+    assert sorted(got) == [1.0, 2.0, 3.0]
+    assert all("eval_accuracy" in m and "eval_loss" in m for _c, m in result.best_checkpoints)
+    assert "train_runtime" in result.metrics  # the last report: train()'s summary
 
 
 @pytest.mark.slow

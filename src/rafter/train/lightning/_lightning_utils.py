@@ -28,8 +28,8 @@ def import_lightning():
             import pytorch_lightning as pl
         except ModuleNotFoundError:
             raise ModuleNotFoundError(
-                "rafter.train.lightning needs PyTorch Lightning, which isn't installed. "
-                "Install it: pip install lightning   (or pip install 'rafter[lightning]')"
+                "rafter.train.lightning needs PyTorch Lightning, which can't be imported. "
+                "Install it: pip install lightning   (or pip install 'rafter-train[lightning]')"
             ) from None
     return pl
 

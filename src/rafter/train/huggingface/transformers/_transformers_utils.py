@@ -20,8 +20,14 @@ import shutil
 import socket
 from typing import Any, Dict, List, Optional
 
-import transformers
-from transformers.trainer_callback import TrainerCallback
+try:
+    import transformers
+    from transformers.trainer_callback import TrainerCallback
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        f"rafter.train.huggingface.transformers needs Hugging Face transformers, which can't be imported "
+        f"({exc}). Install it: pip install transformers accelerate   (or pip install 'rafter-train[transformers]')"
+    ) from None
 
 from rafter import train
 from rafter._worker.alone import warn
