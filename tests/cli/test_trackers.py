@@ -78,11 +78,12 @@ def test_scalar_metrics_flattens_and_skips_non_numbers():
     assert got == {"a": 1.0, "d/e": 2.5}
 
 
-def test_job_file_callbacks_write_tensorboard_events_into_the_run_folder(tmp_path, write):
+def test_job_file_callbacks_write_tensorboard_events_into_the_run_folder(tmp_path, write, monkeypatch):
     job = write("job.yaml", (
         f"train: {FUNCS}:steps\ncluster: local\ntrain_loop_config: {{steps: 3}}\n"
         f"run:\n  storage_path: {tmp_path}\n  name: tb\n  callbacks:\n    - tensorboard\n"
         f"    - type: mlflow\n      tracking_uri: file://{tmp_path}/mlruns\n      experiment_name: from-yaml\n"
+        f"    - {{type: wandb, mode: offline}}\n"
     ))
     proc = rafter("run", job, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -92,7 +93,14 @@ def test_job_file_callbacks_write_tensorboard_events_into_the_run_folder(tmp_pat
     assert got == [0, 1, 2]
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this reader; the callback set it in rafter's process
     client = MlflowClient(tracking_uri=f"file://{tmp_path}/mlruns")
     (run,) = client.search_runs([client.get_experiment_by_name("from-yaml").experiment_id])
     assert len(client.get_metric_history(run.info.run_id, "step")) == 3
     assert os.path.isdir(logdir)
+    from tests.integrations.wandb_files import read_offline_run
+
+    wandb_run, history, _summary, _exit = read_offline_run(str(tmp_path / "tb" / "wandb"))
+    assert (wandb_run.project, wandb_run.display_name) == ("tb", "tb")  # the run's name by default
+    got = [step for step, _ in history]
+    assert got == [0, 1, 2]
