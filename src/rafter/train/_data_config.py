@@ -30,15 +30,18 @@ class DataConfig:
         self._user_execution_options = execution_options
         self._enable_shard_locality = enable_shard_locality
 
+    @staticmethod
+    def default_ingest_options():
+        """The Ray Data ``ExecutionOptions`` used for ingest: a copy of the current ``DataContext``'s."""
+        from ray.data.context import DataContext
+
+        return copy.deepcopy(DataContext.get_current().execution_options)
+
     def _execution_options(self, name: str):
         options = self._user_execution_options
         if isinstance(options, dict):
             options = options.get(name)
-        if options is None:
-            from ray.data.context import DataContext
-
-            options = DataContext.get_current().execution_options
-        return copy.deepcopy(options)
+        return copy.deepcopy(options) if options is not None else self.default_ingest_options()
 
     def configure(self, datasets: Dict[str, Any], world_size: int, worker_handles: Optional[list] = None,
                   worker_node_ids: Optional[List[str]] = None, **kwargs) -> List[Dict[str, Any]]:
