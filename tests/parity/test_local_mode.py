@@ -105,7 +105,9 @@ TORCHRUN_SCRIPT = textwrap.dedent(
         with open(os.path.join(d, f"rank{rank}.txt"), "w") as f:
             f.write(str(rank))
         train.report({"rank": rank, "sum": t.item()}, checkpoint=Checkpoint.from_directory(d))
-        return {"rank": rank, "world": ctx.get_world_size(), "token": token, "local": ctx.get_local_rank()}
+        listed = [os.path.basename(r.checkpoint.path) for r in train.get_all_reported_checkpoints()]
+        return {"rank": rank, "world": ctx.get_world_size(), "token": token, "local": ctx.get_local_rank(),
+                "listed": listed}
 
     num_workers = int(sys.argv[1])
     result = TorchTrainer(train_func, scaling_config=ScalingConfig(num_workers=num_workers),
@@ -139,7 +141,8 @@ def test_torchrun_with_num_workers_0_runs_one_rank_per_process_and_one_run_folde
     assert sorted(by_rank) == [0, 1]
     token = by_rank[0]["return"]["token"]
     for rank, r in by_rank.items():
-        assert r["return"] == {"rank": rank, "world": 2, "token": token, "local": rank}
+        assert r["return"] == {"rank": rank, "world": 2, "token": token, "local": rank,
+                               "listed": ["checkpoint_000001"]}
         assert r["metrics"] == {"rank": rank, "sum": 3.0}  # each rank's Result has its own last metrics
     assert by_rank[0]["path"] == by_rank[1]["path"]
     runs = os.listdir(tmp_path / "results")

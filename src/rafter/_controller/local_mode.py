@@ -123,6 +123,8 @@ class _LocalDriver:
                     event = ev.from_message(rank, m)
                     committed = self.user_callbacks.on_report(event, self.state)
                     notify_report(self.callbacks, self.state, event, committed)
+            if self.peers:
+                self.peers.broadcast(None)  # every rank returns once rank 0 committed (as Ray's report, a barrier)
             return None
         if kind == "collective":
             _, seq, op, data = message
