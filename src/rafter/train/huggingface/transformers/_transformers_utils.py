@@ -91,7 +91,7 @@ class RayTrainReportCallback(TrainerCallback):
         self._pending = {}  # this step's logs are in ``metrics``
         folder = _saved_folder(args, state)
         _barrier()  # every rank has written its part of the folder
-        if folder is None or not _sends_folder(folder):
+        if not _sends_folder(folder):  # a collective: every rank calls it, with a folder or not
             train.report(metrics)
             return
         stage = os.path.join(os.path.dirname(folder), f"{_STAGE_PREFIX}{train.get_context().get_world_rank()}")
@@ -128,16 +128,19 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _sends_folder(folder: str) -> bool:
+def _sends_folder(folder: Optional[str]) -> bool:
     """True on the lowest rank that sees ``folder`` (same host and real path); the others skip sending it."""
+    if folder is None:
+        mine = None
+    else:
+        mine = (socket.gethostname(), os.path.realpath(folder))
     if not _distributed():
-        return True
+        return mine is not None
     import torch.distributed as dist
 
-    mine = (socket.gethostname(), os.path.realpath(folder))
     everyone: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, mine)
-    return everyone.index(mine) == dist.get_rank()
+    return mine is not None and everyone.index(mine) == dist.get_rank()
 
 
 def _link_tree(source: str, dest: str) -> None:
