@@ -199,6 +199,7 @@ class Controller:
                     env=dict(env),
                     device_index=place.get("device_index"),
                     crash_at=self.fault,
+                    memory_limit=self.scaling.memory_per_worker,
                     storage_filesystem=self.run_config.storage_filesystem,
                 )
             )

@@ -53,7 +53,8 @@ class NodeMemoryWatch:
                 rss = tree_rss(proc)
             except psutil.Error:
                 return
-            self.last, self.peak = (rss, time.time()), max(self.peak, rss)
+            if rss:  # 0: a zombie about to be reaped, not a sample
+                self.last, self.peak = (rss, time.time()), max(self.peak, rss)
             if self.limit and rss > self.limit:
                 self.evidence = {
                     "time": time.time(), "source": "rafter", "node": self.node, "peak_rss": self.peak,

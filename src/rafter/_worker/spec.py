@@ -30,6 +30,7 @@ class WorkerSpec:
     device_index: Optional[int] = None  # CUDA device ordinal within the visible devices
     storage_filesystem: Any = None  # RunConfig(storage_filesystem=...), pickled to the worker
     crash_at: Optional[dict] = None  # test-only fault injection (see rafter.testing)
+    memory_limit: Optional[int] = None  # resources_per_worker["memory"]: watched on the rank's node (Ray)
 
     @property
     def stack_file(self) -> str:

@@ -121,7 +121,7 @@ class RafterRank:
         # Memory on this node: the driver can't see it (rafter._diagnose.node_memory).
         from rafter._diagnose.node_memory import NodeMemoryWatch
 
-        watch = NodeMemoryWatch(f"{self.node_ip} ({socket.gethostname()})", getattr(spec, "memory_limit", None),
+        watch = NodeMemoryWatch(f"{self.node_ip} ({socket.gethostname()})", spec.memory_limit,
                                 stop=lambda: self._signal(signal.SIGKILL, group=True),
                                 send=lambda evidence: self._send(("oom", evidence)))
         while True:

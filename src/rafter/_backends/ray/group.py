@@ -60,6 +60,7 @@ class _Rank:
         self.killed_reason: Optional[str] = None
         self.output: Optional[RankOutput] = None  # set by the group, which knows whether to echo
         self.log_path = log_path
+        self.node_oom: Optional[dict] = None  # the rank's node said it ran out of memory
 
 
 class RayWorkerGroup:
@@ -70,6 +71,7 @@ class RayWorkerGroup:
         self._ranks = ranks
         self._pg = pg
         self._driver_ip = driver_ip
+        self._driver_node_id = _driver_node_id()
         for state in ranks.values():
             state.output = RankOutput(state.log_path, f"[rank {state.spec.rank} node {state.place.node_rank}] ", echo)
         self._on_close = on_close
@@ -98,9 +100,10 @@ class RayWorkerGroup:
         return self._ranks[rank].pid
 
     def pids(self) -> Dict[int, int]:
-        """Live workers *on this machine* (pids elsewhere mean nothing here; the memory monitor uses this)."""
+        """Live workers on the driver's own node (pids elsewhere mean nothing here; the memory monitor uses
+        this). Each rank's actor watches its worker's memory on its own node as well."""
         return {r: s.pid for r, s in self._ranks.items()
-                if s.pid is not None and s.alive and s.place.node_ip == self._driver_ip}
+                if s.pid is not None and s.alive and s.place.node_id == self._driver_node_id}
 
     def log_tail(self, rank: int) -> List[str]:
         return self._ranks[rank].output.lines()
@@ -260,8 +263,10 @@ class RayWorkerGroup:
                 _, state.pid, _ip, state.hostname = message
                 state.output.note(f"attempt {state.spec.attempt}, pid {state.pid}, node {state.place.node_rank} "
                                   f"({state.place.node_ip})")
+            elif kind == "oom":  # the node-side memory watch's evidence (rafter._diagnose.node_memory)
+                state.node_oom = message[1]
             elif kind == "exited":
-                self._exited(state, message[1])
+                self._exited(state, message[1], evidence={"oom": state.node_oom} if state.node_oom else None)
         if reader.eof:
             self._drop(state, "ctl")
             state.output.flush()
@@ -376,6 +381,15 @@ class RayWorkerGroup:
             self._exited(state, 1)
         else:
             self._exited(state, -signal.SIGKILL, evidence={"ray_actor_died": str(error)})
+
+def _driver_node_id() -> Optional[str]:
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - a driver outside the cluster: no rank is on its node
+        return None
+
 
 def _unavailable(error: BaseException) -> bool:
     import ray
