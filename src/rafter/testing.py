@@ -29,16 +29,19 @@ class ChaosMonkey:
         trainer._monitors.append(self)
         return trainer
 
-    def __call__(self, group, attempt, controller):
-        return _ChaosAttempt(self, group, attempt)
+    def __call__(self, view):
+        """One attempt's watcher (a controller monitor: see ``rafter._diagnose.decision``)."""
+        return _ChaosAttempt(self, view)
 
 
 class _ChaosAttempt:
-    def __init__(self, monkey: ChaosMonkey, group, attempt) -> None:
+    """Kills from outside (``group.signal``), as a scheduler would: no decision for the controller."""
+
+    def __init__(self, monkey: ChaosMonkey, view) -> None:
         self.monkey = monkey
-        self.group = group
-        self.attempt = attempt
-        self.rank = monkey.rng.choice(group.ranks)
+        self.group = view.group
+        self.attempt = view
+        self.rank = monkey.rng.choice(self.group.ranks)
         self.index = monkey.rng.randint(1, monkey.max_report)
 
     def on_event(self, event) -> None:

@@ -188,6 +188,9 @@ def test_worker_output_is_prefixed_and_kept_per_rank(run_config, capfd):
     with open(os.path.join(result.path, "logs", "rank_1.log")) as f:
         text = f.read()
     assert "hello from 1" in text and "warning from 1" in text
+    logs = sorted(os.listdir(os.path.join(result.path, "logs")))
+    assert [n for n in logs if not n.startswith(("rank_", "stacks_rank_", "collectives_rank_"))] == []  # the train function came
+    # over each worker's channel: no payload file is left next to the logs
 
 
 # -- failures (basics) -------------------------------------------------------------------------

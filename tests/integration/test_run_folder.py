@@ -290,7 +290,7 @@ def test_nothing_of_an_attempt_is_left_after_success_but_the_listed_files(tmp_pa
     result = _fit(resumes, tmp_path, config={"stop": 2})
     listed = {"rafter_run.json", "checkpoints.jsonl", "metrics.jsonl", "logs", "checkpoint_000001", "checkpoint_000002"}
     assert set(os.listdir(result.path)) == listed
-    assert all(n.startswith(("rank_", "stacks_rank_", "collectives_rank_", "payload_")) for n in os.listdir(os.path.join(result.path, "logs")))
+    assert all(n.startswith(("rank_", "stacks_rank_", "collectives_rank_")) for n in os.listdir(os.path.join(result.path, "logs")))
 
 
 # -- invocations ------------------------------------------------------------------------------------

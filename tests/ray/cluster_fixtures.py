@@ -1,6 +1,8 @@
 """A real Ray cluster for tests: ``ray.cluster_utils.Cluster``, several raylets on this machine.
 
-The cluster is module-scoped (starting one takes seconds). Its own processes (GCS, raylets, Ray's
+The cluster is module-scoped (starting one takes seconds; a module's tests don't see what another
+module's runs left in Ray) and the tests that use it run last (see ``tests/conftest.py``); a test that
+changes its nodes puts them back. Its own processes (GCS, raylets, Ray's
 idle worker pool, which grows and shrinks as it likes) are started by this test process, so the
 global ``no_leaked_processes`` check would blame them on whichever test they appeared in. The
 override below exempts exactly those processes — descendants of the cluster's own roots that are not
@@ -106,12 +108,34 @@ def stop_cluster(cluster) -> None:
 @pytest.fixture(scope="module")
 def ray_cluster():
     """Two nodes x 2 CPUs; Ray is initialised in the test process (rafter reuses that connection)."""
-    os.environ.pop("RAY_ADDRESS", None)
+    address = os.environ.pop("RAY_ADDRESS", None)
     cluster = start_cluster(nodes=2, cpus=2)
     try:
         yield cluster
     finally:
         stop_cluster(cluster)
+        if address is not None:
+            os.environ["RAY_ADDRESS"] = address
+
+
+def alive_nodes():
+    import ray
+
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
+def with_nodes(cluster, count: int) -> None:
+    """Add or remove worker nodes (2 CPUs each) until ``count`` nodes are alive."""
+    import time
+
+    while len(cluster.worker_nodes) + 1 < count:
+        add_node(cluster)
+    while len(cluster.worker_nodes) + 1 > count:
+        cluster.remove_node(next(iter(cluster.worker_nodes)))
+    deadline = time.monotonic() + 30
+    while len(alive_nodes()) != count:  # Ray's view catches up after a health check or two
+        assert time.monotonic() < deadline, f"the cluster never settled at {count} nodes: {alive_nodes()}"
+        time.sleep(0.1)  # polling Ray's node table (no event to wait on), bounded by the deadline
 
 
 def rafter_leftovers(timeout: float = 10.0):

@@ -503,7 +503,7 @@ def test_a_set_flag_is_read_with_the_same_bounds(flag, fragment, tmp_path):
 
 
 def test_settings_a_local_run_ignores_warn(caplog):
-    from rafter._backends.local import LocalBackend
+    from rafter._backends.local.backend import LocalBackend
 
     with pytest.warns(UserWarning, match=r"cluster_address='ray://head:10001'\) is ignored with cluster='local'") as w:
         RunConfig(cluster="local", cluster_address="ray://head:10001")

@@ -93,16 +93,14 @@ def _check_resources(job, report: Report) -> None:
 def _check_local(job, report: Report) -> None:
     import logging
 
-    from rafter._backends.local import LocalBackend, available_cpus, available_gpus, total_memory
+    from rafter._backends.local.backend import LocalBackend, available_gpus, cpu_plan, total_memory
 
     s = job.scaling
     n = s.num_workers
-    cpus = available_cpus()
-    want = (s.cpus_per_worker or 1.0) * n
-    text = f"{want:g} CPUs asked ({n} workers x {s.cpus_per_worker or 1.0:g}); this machine has {cpus}"
-    if want > cpus:
-        report.add(WARN, "CPUs", text + f": it will run oversubscribed, "
-                                        f"{max(1, cpus // n)} torch thread(s) per worker")
+    plan = cpu_plan(s)
+    text = f"{plan.wanted:g} CPUs asked ({n} workers x {s.cpus_per_worker or 1.0:g}); this machine has {plan.available}"
+    if plan.oversubscribed:
+        report.add(WARN, "CPUs", text + f": it will run oversubscribed, {plan.threads} torch thread(s) per worker")
     else:
         report.add(OK, "CPUs", text)
     if s.gpus_per_worker:

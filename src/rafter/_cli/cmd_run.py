@@ -17,16 +17,15 @@ from rafter._cli.jobfile import Job, load_job
 
 
 def cluster_kind(job: Job) -> str:
-    """``local`` or ``ray``, as ``fit()`` will resolve ``cluster`` (``auto``: Ray when RAY_ADDRESS is set)."""
-    cluster = job.values["cluster"]
-    if cluster == "auto":
-        return "ray" if os.environ.get("RAY_ADDRESS") else "local"
-    return cluster
+    """``local`` or ``ray``, as ``fit()`` will resolve the job's ``cluster``."""
+    from rafter._backends import resolve_cluster
+
+    return resolve_cluster(job.values["cluster"])
 
 
 def check_local_resources(job: Job) -> Optional[int]:
     """Run the local backend's own feasibility check now, as a job error; returns torch threads per worker."""
-    from rafter._backends.local import LocalBackend
+    from rafter._backends.local.backend import LocalBackend
     from rafter._cli.translate import translate
 
     rafter_logger = logging.getLogger("rafter")

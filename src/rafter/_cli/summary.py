@@ -7,6 +7,7 @@ import os
 from typing import Any, Dict, Optional, TextIO
 
 from rafter._cli.progress import format_duration, format_metrics
+from rafter._storage import is_uri
 
 
 def _jsonable(value: Any) -> bool:
@@ -63,20 +64,16 @@ def describe(result, *, status: str, error: Optional[BaseException] = None,
     lines = [head, f"  last metrics: {format_metrics(result.metrics, limit=12)}"]
     if result.path:
         lines.append(f"  results:      {result.path}")
-        if not _is_uri(result.path):
+        if not is_uri(result.path):
             lines.append(f"  metrics file: {os.path.join(result.path, 'metrics.jsonl')}")
     if result.checkpoint is not None:
         kept = len(result.best_checkpoints)
         lines.append(f"  checkpoint:   {result.checkpoint.path}  ({kept} kept)")
     else:
         lines.append("  checkpoint:   none (the train function reported no checkpoint)")
-    if result.path and not _is_uri(result.path):
+    if result.path and not is_uri(result.path):
         lines.append(f"  logs:         {os.path.join(result.path, 'logs')}")
     return "\n".join(lines)
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
 
 
 def print_json(doc: Dict[str, Any], stream: TextIO) -> None:

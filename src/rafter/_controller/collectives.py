@@ -11,14 +11,17 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple
 
 from rafter._backends import events as ev
+from rafter._worker import messages as msg
 
 _API = "rafter.train.collective"
 
 
 class CollectiveHub:
-    def __init__(self, group, attempt, controller=None) -> None:
-        self._group = group
-        self._ranks = list(group.ranks)
+    """A service more than a monitor: it answers the ranks (``group.send``) and never asks for a stop."""
+
+    def __init__(self, view) -> None:
+        self._group = view.group
+        self._ranks = list(view.group.ranks)
         self._pending: Dict[int, Dict[int, Tuple[str, Optional[bytes]]]] = {}
         self._finished: Dict[int, int] = {}  # rank -> number of collective calls it made before returning
         self._calls: Dict[int, int] = {}
@@ -74,6 +77,6 @@ class CollectiveHub:
     def _reply(self, calls, reply) -> None:
         for rank in calls:
             try:
-                self._group.send(rank, ("collective", *reply))
+                self._group.send(rank, msg.CollectiveDone(*reply))
             except OSError:
                 pass  # the rank is gone; the attempt fails on its own exit

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from rafter._backends import events as ev
+from rafter._worker import messages as msg
 
 RAY_MISSING = (
     "TorchTrainer(datasets=...) takes Ray Data datasets, which need Ray: pip install 'rafter-train[data]' "
@@ -62,10 +63,10 @@ def split(datasets: Dict[str, Any], dataset_config, world_size: int, node_ids: O
 class DatasetShards:
     """Attempt monitor: answers each rank's request for its shards (see the module docstring)."""
 
-    def __init__(self, group, attempt, controller) -> None:
-        self._group = group
-        self._datasets = getattr(controller, "datasets", None)
-        self._config = getattr(controller, "dataset_config", None)
+    def __init__(self, view, datasets: Optional[Dict[str, Any]] = None, config=None) -> None:
+        self._group = view.group
+        self._datasets = datasets
+        self._config = config
         self._shards: Optional[List[Dict[str, Any]]] = None
         self._error: Optional[str] = None
 
@@ -84,11 +85,11 @@ class DatasetShards:
         except OSError:
             pass
 
-    def _shards_for(self, rank: int) -> tuple:
+    def _shards_for(self, rank: int) -> msg.DatasetsDone:
         from rafter._util.pickling import dumps
 
         if not self._datasets:
-            return ("datasets", None, dumps({}), None)
+            return msg.DatasetsDone(None, dumps({}))
         import ray
 
         if self._shards is None and self._error is None:
@@ -97,6 +98,6 @@ class DatasetShards:
             except Exception as exc:  # noqa: BLE001 - every rank raises it
                 self._error = f"splitting the datasets failed: {type(exc).__name__}: {exc}"
         if self._error:
-            return ("datasets", None, None, self._error)
+            return msg.DatasetsDone(None, None, self._error)
         address = ray.get_runtime_context().gcs_address
-        return ("datasets", address, dumps(self._shards[rank]), None)
+        return msg.DatasetsDone(address, dumps(self._shards[rank]))

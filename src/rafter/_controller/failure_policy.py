@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from rafter.train._errors import FailureKind
+
 # Failures that a fresh group of workers would hit again: retrying only wastes time.
-_DETERMINISTIC_KINDS = {"serialization", "startup"}
+_DETERMINISTIC_KINDS = {FailureKind.SERIALIZATION, FailureKind.STARTUP}
 
 
 def should_retry(verdict, *, failures_so_far: int, max_failures: int) -> bool:

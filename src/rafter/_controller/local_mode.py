@@ -24,6 +24,7 @@ from rafter._controller.run_state import RunState
 from rafter._controller.user_callbacks import rafter_callbacks
 from rafter._controller.storage_check import check_storage
 from rafter._util.log import setup_driver_logging
+from rafter._worker import messages as msg
 from rafter._worker.session import WorkerSession, get_session, set_session
 from rafter._worker.spec import WorkerSpec
 from rafter.train._result import Result
@@ -88,7 +89,7 @@ class _InProcessChannel:
         self._driver = driver
         self._replies: collections.deque = collections.deque()
 
-    def send(self, message: tuple) -> None:
+    def send(self, message) -> None:
         reply = self._driver.handle(message)
         if reply is not None:
             self._replies.append(reply)
@@ -112,11 +113,10 @@ class _LocalDriver:
         self.last_metrics: Optional[Dict[str, Any]] = None
         self.history: List[Dict[str, Any]] = []
 
-    def handle(self, message: tuple):
-        kind = message[0]
-        if kind == "report":
-            self.last_metrics = message[2]
-            self.history.append(message[2])
+    def handle(self, message):
+        if isinstance(message, msg.Reported):
+            self.last_metrics = message.metrics
+            self.history.append(message.metrics)
             messages = self.peers.gather(message) if self.peers else [message]
             if self.state is not None:
                 for rank, m in enumerate(messages):
@@ -126,22 +126,22 @@ class _LocalDriver:
             if self.peers:
                 self.peers.broadcast(None)  # every rank returns once rank 0 committed (as Ray's report, a barrier)
             return None
-        if kind == "collective":
-            _, seq, op, data = message
+        if isinstance(message, msg.CollectiveRequest):
+            seq, op, data = message.seq, message.op, message.data
             if self.peers is None:
-                return ("collective", seq, data, None)
+                return msg.CollectiveDone(seq, data)
             ops_and_data = self.peers.broadcast((op, data))
             if ops_and_data[0] != op:
-                return ("collective", seq, None,
-                        f"rafter.train.collective: rank {self.peers.rank} called {op}() as its call #{seq} while rank "
-                        f"0 called {ops_and_data[0]}(). Every rank must make the same collective calls in order.")
-            return ("collective", seq, ops_and_data[1], None)
-        if kind == "storage":
-            return self._storage(*message[1:])
-        if kind == "datasets":
+                return msg.CollectiveDone(seq, None, (
+                    f"rafter.train.collective: rank {self.peers.rank} called {op}() as its call #{seq} while rank "
+                    f"0 called {ops_and_data[0]}(). Every rank must make the same collective calls in order."))
+            return msg.CollectiveDone(seq, ops_and_data[1])
+        if isinstance(message, msg.StorageRequest):
+            return self._storage(message.op, message.source, message.dest)
+        if isinstance(message, msg.DatasetRequest):
             return self._datasets()
-        if kind == "reported_checkpoints":
-            return ("reported_checkpoints", self._committed(), None)
+        if isinstance(message, msg.CheckpointsRequest):
+            return msg.CheckpointsDone(self._committed())
         return None
 
     def _committed(self):
@@ -162,25 +162,25 @@ class _LocalDriver:
         from rafter._util.pickling import dumps
 
         if not self.trainer.datasets:
-            return ("datasets", None, dumps({}), None)
+            return msg.DatasetsDone(None, dumps({}))
         if self.peers is not None:
-            return ("datasets", None, None,
-                    "TorchTrainer(datasets=...) is not supported under torchrun (as in Ray's local mode): there is "
-                    "no Ray cluster to shard the data across the torchrun processes. Launch without torchrun and "
-                    "ScalingConfig(num_workers=N), or read the data with a torch DataLoader.")
+            return msg.DatasetsDone(None, None, (
+                "TorchTrainer(datasets=...) is not supported under torchrun (as in Ray's local mode): there is "
+                "no Ray cluster to shard the data across the torchrun processes. Launch without torchrun and "
+                "ScalingConfig(num_workers=N), or read the data with a torch DataLoader."))
         datasets = materialize(self.trainer.datasets)
-        return ("datasets", None, split(datasets, self.trainer.dataset_config, 1)[0], None)  # in-process: as is
+        return msg.DatasetsDone(None, split(datasets, self.trainer.dataset_config, 1)[0])  # in-process: as is
 
     def _storage(self, op: str, source: str, dest: str):
         from rafter._storage import Storage
 
         try:
             if op == "upload":
-                return ("storage_done", Storage(dest).upload_dir(source, dest), None)
+                return msg.StorageDone(Storage(dest).upload_dir(source, dest))
             Storage(source).download_dir(source, dest)
-            return ("storage_done", 0, None)
+            return msg.StorageDone(0)
         except Exception as exc:  # noqa: BLE001 - the caller raises it
-            return ("storage_done", 0, f"{type(exc).__name__}: {exc}")
+            return msg.StorageDone(0, f"{type(exc).__name__}: {exc}")
 
 
 def _join_torchrun_group(trainer):

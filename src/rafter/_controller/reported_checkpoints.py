@@ -11,6 +11,7 @@ import time
 from typing import List, Optional, Tuple
 
 from rafter._backends import events as ev
+from rafter._worker import messages as msg
 
 
 def committed(state) -> List[Tuple[str, dict]]:
@@ -19,9 +20,9 @@ def committed(state) -> List[Tuple[str, dict]]:
 
 
 class ReportedCheckpointsHub:
-    def __init__(self, group, attempt, controller=None) -> None:
-        self._group = group
-        self._attempt = attempt
+    def __init__(self, view) -> None:
+        self._group = view.group
+        self._attempt = view
         self._waiting: List[Tuple[int, int, Optional[float]]] = []  # (rank, num_reports, deadline)
 
     def on_event(self, event) -> None:
@@ -53,7 +54,7 @@ class ReportedCheckpointsHub:
                 still.append((rank, num_reports, deadline))
                 continue
             try:
-                self._group.send(rank, ("reported_checkpoints", committed(self._attempt.state), None))
+                self._group.send(rank, msg.CheckpointsDone(committed(self._attempt.run_state)))
             except OSError:
                 pass
         self._waiting = still

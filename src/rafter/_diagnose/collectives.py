@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from rafter._backends import events as ev
+from rafter._diagnose.decision import Note, Stop
 from rafter._worker.bootstrap import STACK_DUMP_SIGNAL
 from rafter._worker.collectives import COLLECTIVES_SIGNAL, signature, summary_path
 
@@ -200,10 +201,10 @@ class CollectiveWatch:
     QUIET_S = 0.4
     MAX_QUIET_S = 120.0
 
-    def __init__(self, group, attempt, controller) -> None:
-        self.group = group
-        self.attempt = attempt
-        self.timeout_s = getattr(controller, "timeout_s", None)
+    def __init__(self, view) -> None:
+        self.group = view.group
+        self.attempt = view
+        self.timeout_s = view.timeout_s
         self.asked: List[int] = []
         self.last_progress: Optional[float] = None
         self.longest_gap = 0.0
@@ -212,7 +213,7 @@ class CollectiveWatch:
         self.stopped = False
 
     def on_event(self, event) -> None:
-        if isinstance(event, (ev.Reported, ev.Hello, ev.Progress)):
+        if isinstance(event, (ev.Reported, ev.Hello)):
             now = time.time()
             if self.last_progress is not None and self.polled_at is None:
                 self.longest_gap = max(self.longest_gap, now - self.last_progress)
@@ -224,14 +225,14 @@ class CollectiveWatch:
         """Ranks still running that said hello (so have the signal's handler: before, it would kill them)."""
         return [r for r, o in self.attempt.outcomes.items() if o.pid is not None and not (o.failed or o.finished)]
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Optional[Stop]:
         if self.stopped:
-            return
+            return None
         if self.attempt.failed_ranks():
             self._ask_before_the_stop()
-            return
+            return None
         if self.polled_at is not None:
-            self._check_poll()
+            return self._check_poll()
         elif self.last_progress is not None and now - self.last_progress >= self.quiet_s:
             live = self._live()
             if len(live) > 1:
@@ -240,22 +241,24 @@ class CollectiveWatch:
                     self.group.signal(rank, COLLECTIVES_SIGNAL)
             self.quiet_s = min(self.MAX_QUIET_S, self.quiet_s * 2)
             self.last_progress = now
+        return None
 
-    def _check_poll(self) -> None:
+    def _check_poll(self) -> Optional[Stop]:
         summaries = {}
         for rank in self._live():
             spec = self.group.spec(rank)
             s = _read_json(summary_path(spec.log_dir, rank, spec.attempt))
             if s is None or s.get("time", 0) < self.polled_at:
                 if time.time() - self.polled_at < 2.0:
-                    return  # not every answer is in yet
+                    return None  # not every answer is in yet
                 continue
             summaries[rank] = s
         self.polled_at = None
         found = _mismatch(summaries) if len(summaries) > 1 else None
         if found is not None:
             self.stopped = True
-            self.group.kill(reason="stopped by rafter: the ranks are out of step in their collectives")
+            return Stop(reason="stopped by rafter: the ranks are out of step in their collectives")
+        return None
 
     def _ask_before_the_stop(self) -> None:
         if self.asked or any("hang" in o.evidence for o in self.attempt.outcomes.values()):
@@ -270,14 +273,16 @@ class CollectiveWatch:
                 self.asked.append(rank)
         self.asked = self.asked or [-1]
 
-    def close(self) -> None:
+    def close(self) -> Note:
+        """Each rank's collective summary (and the stack asked for at the first failure), for the verdict."""
+        evidence: Dict[int, Dict[str, object]] = {}
         for rank, o in self.attempt.outcomes.items():
             spec = self.group.spec(rank)
             summary = _read_json(summary_path(spec.log_dir, rank, spec.attempt))
             if summary is None:
                 continue
             summary["timeout_s"] = self.timeout_s
-            o.evidence["collectives"] = summary
+            evidence[rank] = {"collectives": summary}
             if rank in self.asked and "hang" not in o.evidence:
                 try:
                     with open(spec.stack_file) as f:
@@ -285,7 +290,8 @@ class CollectiveWatch:
                 except OSError:
                     stack = ""
                 if stack.strip():
-                    o.evidence["stack"] = stack
+                    evidence[rank]["stack"] = stack
+        return Note(evidence)
 
 
 def counts_line(outcomes: Dict[int, object]) -> Optional[str]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 
+from typing import Optional
+
 from rafter._backends import events as ev
+from rafter._diagnose.decision import Note
 from rafter._diagnose.memory import KernelLog, oom_kill_count
 
 _KILLED = re.compile(r"DataLoader worker \(pid(?:\(s\))? (?P<pids>\d+(?:, \d+)*)\) "
@@ -16,21 +19,21 @@ _KILLED = re.compile(r"DataLoader worker \(pid(?:\(s\))? (?P<pids>\d+(?:, \d+)*)
 
 
 class DataLoaderWatch:
-    def __init__(self, group, attempt, controller) -> None:
-        self.attempt = attempt
+    def __init__(self, view) -> None:
+        self.attempt = view
         self.kernel_log = KernelLog()
         self.oom_kills_at_start = oom_kill_count()
 
     def tick(self, now: float) -> None:
         pass
 
-    def on_event(self, event) -> None:
+    def on_event(self, event) -> Optional[Note]:
         if not isinstance(event, ev.Errored):
-            return
+            return None
         m = _KILLED.search(event.record.get("message", ""))
         outcome = self.attempt.outcomes[event.rank]
         if not m or "oom" in outcome.evidence:
-            return
+            return None
         pids = [int(p) for p in m["pids"].split(", ")]
         found = [(pid, record) for pid in pids for record in [self.kernel_log.oom_record(pid)] if record]
         if found:
@@ -39,9 +42,9 @@ class DataLoaderWatch:
         else:
             count = oom_kill_count()
             if self.kernel_log.readable or None in (count, self.oom_kills_at_start) or count <= self.oom_kills_at_start:
-                return  # not an OOM kill (or nothing says it was)
+                return None  # not an OOM kill (or nothing says it was)
             pid, record, why = pids[0], None, "the kernel's OOM-kill counter rose as it died"
-        outcome.evidence["oom"] = {
+        return Note({event.rank: {"oom": {
             "time": event.record.get("time"),
             "headline": f"ran out of memory: its DataLoader worker (pid {pid}) was killed by the kernel OOM killer "
                         f"({why})",
@@ -50,7 +53,7 @@ class DataLoaderWatch:
                    "DataLoader(num_workers=...), load samples lazily in __getitem__ instead of in __init__, or "
                    "give the workers more memory. `dmesg` shows the kernel's report.",
             "source": "kernel", "kernel_log": record, "dataloader_pid": pid,
-        }
+        }}})
 
     def close(self) -> None:
         self.kernel_log.close()

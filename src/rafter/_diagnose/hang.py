@@ -7,7 +7,8 @@ never the 30-minute collective timeout.
 
 The dump uses faulthandler (armed in every worker on SIGUSR1), which works even while the rank's main
 thread is blocked inside a C++ collective. The stacks say who is where: ranks waiting inside a
-torch.distributed collective are held up by the ranks that are not.
+torch.distributed collective are held up by the ranks that are not. The monitor then asks the
+controller to stop the group (a ``Stop`` decision carrying the stacks as evidence).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from typing import Dict, Optional
 
 from rafter._backends import events as ev
+from rafter._diagnose.decision import AttemptView, Stop
 from rafter._diagnose.stacks import locate, single_out, trim_dump
 from rafter._worker.bootstrap import STACK_DUMP_SIGNAL
 from rafter._worker.collectives import COLLECTIVES_SIGNAL
@@ -59,21 +61,22 @@ def _trim(dump: str) -> str:
 
 
 class HangMonitor:
-    def __init__(self, group, attempt, controller) -> None:
-        self.group = group
-        self.attempt = attempt
-        self.explicit: Optional[float] = controller.run_config.hang_timeout_s
+    def __init__(self, view: AttemptView) -> None:
+        self.group = view.group
+        self.view = view
+        self.explicit: Optional[float] = view.run_config.hang_timeout_s
         self.start = time.time()
         self.last: Dict[int, float] = {}  # a rank's clock starts when it says hello (start-up is not a hang)
         self.max_gap: Optional[float] = None
         self.fired = False
 
     def on_event(self, event) -> None:
+        """Progress: the rank's clock restarts. Never a decision."""
         now = time.time()
         if event.rank not in self.last and not isinstance(event, ev.Hello):
             return
         if isinstance(event, ev.Reported):
-            if self.attempt.outcomes[event.rank].reports > 1:
+            if self.view.outcomes[event.rank].reports > 1:
                 gap = now - self.last[event.rank]
                 self.max_gap = gap if self.max_gap is None else max(self.max_gap, gap)
         self.last[event.rank] = now
@@ -82,21 +85,22 @@ class HangMonitor:
     def timeout(self) -> float:
         return self.explicit if self.explicit is not None else derived_timeout(self.max_gap)
 
-    def tick(self, now: float) -> None:
-        if self.fired or self.attempt.first_failure is not None:
-            return
+    def tick(self, now: float) -> Optional[Stop]:
+        if self.fired or self.view.first_failure is not None:
+            return None
         timeout = self.timeout
         stuck = [r for r, t in self.last.items()
-                 if now - t > timeout and not self.attempt.outcomes[r].finished
-                 and self.attempt.outcomes[r].exit_time is None]
+                 if now - t > timeout and not self.view.outcomes[r].finished
+                 and self.view.outcomes[r].exit_time is None]
         unstarted = [r for r in self.group.ranks if r not in self.last]
         if unstarted and now - self.start > max(timeout, BEFORE_FIRST_REPORT_S):
             stuck += unstarted  # a start-up that never ends is a hang too
-        if stuck:
-            self.fired = True
-            self._diagnose(now, timeout)
+        if not stuck:
+            return None
+        self.fired = True
+        return self._diagnose(now, timeout)
 
-    def _diagnose(self, now: float, timeout: float) -> None:
+    def _diagnose(self, now: float, timeout: float) -> Stop:
         specs = {r: self.group.spec(r) for r in self.group.ranks}
         for r in self.group.ranks:
             try:
@@ -113,8 +117,9 @@ class HangMonitor:
         culprits, summary = single_out(locations)
         stacks = "\n".join(f"--- rank {r} ---\n{_trim(dumps[r]).rstrip()}" for r in sorted(dumps))
         targets = culprits or sorted(dumps)[:1]
+        evidence = {}
         for r in targets:
-            idle = now - self.last[r]
+            idle = now - self.last.get(r, self.start)
             where = locations[r].describe() if r in locations else "unknown"
             others = [o for o in sorted(locations) if o not in culprits]
             if culprits:
@@ -124,14 +129,14 @@ class HangMonitor:
                     f"{locations[others[0]].collective} for it" if others and locations[others[0]].collective else "")
             else:
                 headline = f"hung with every rank: no progress for {idle:.1f} s ({summary})"
-            self.attempt.outcomes[r].evidence["hang"] = {
+            evidence[r] = {"hang": {
                 "time": now, "headline": headline, "details": f"Where each rank is: {summary}\n\n{stacks}",
                 "fix": (f"Every rank must make the same collective calls in the same order. Look at what rank "
                         f"{r} is doing instead (its stack above). rafter declared the hang after "
                         f"{timeout:g} s without progress; set RunConfig(hang_timeout_s=...) to change that."),
                 "timeout_s": timeout, "locations": {k: v.describe() for k, v in locations.items()},
-            }
-        self.group.kill(reason="stopped by rafter after the hang was diagnosed")
+            }}
+        return Stop(evidence, ranks=None, reason="stopped by rafter after the hang was diagnosed")
 
     def close(self) -> None:
         pass

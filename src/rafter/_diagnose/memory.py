@@ -8,7 +8,8 @@
   oom_kill) or memory was near its limit, is reported as "killed by the kernel OOM killer".
 
 RSS counts the worker and its child processes (DataLoader workers); pages shared copy-on-write with the
-zygote count in every worker, so RSS is a conservative measure.
+zygote count in every worker, so RSS is a conservative measure. The monitor decides (``Stop`` a rank,
+or ``Note`` the kernel's doing); the controller stops the rank and records the evidence.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Dict, Optional, Tuple
 import psutil
 
 from rafter._backends import events as ev
+from rafter._diagnose.decision import AttemptView, Note, Stop
 
 SAMPLE_INTERVAL_S = 0.25
 _GiB = 2**30
@@ -123,11 +125,11 @@ def tree_rss(proc: psutil.Process) -> int:
 
 
 class MemoryMonitor:
-    def __init__(self, group, attempt, controller) -> None:
-        self.group = group
-        self.attempt = attempt
-        self.limit: Optional[int] = controller.scaling.memory_per_worker
-        self.threshold: float = controller.run_config.memory_threshold
+    def __init__(self, view: AttemptView) -> None:
+        self.group = view.group
+        self.view = view
+        self.limit: Optional[int] = view.scaling.memory_per_worker
+        self.threshold: float = view.run_config.memory_threshold
         self.oom_kills_at_start = oom_kill_count()
         self.kernel_log = KernelLog()
         self.next_sample = 0.0
@@ -149,9 +151,9 @@ class MemoryMonitor:
         except psutil.Error:
             return None
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Optional[Stop]:
         if now < self.next_sample or self.stopped:
-            return
+            return None
         self.next_sample = now + SAMPLE_INTERVAL_S
         sizes: Dict[int, int] = {}
         for rank, pid in self.group.pids().items():
@@ -162,50 +164,49 @@ class MemoryMonitor:
             self.last[rank] = (rss, now)
             self.peak[rank] = max(rss, self.peak.get(rank, 0))
             if self.limit and rss > self.limit:
-                self._stop(rank, now, (
+                return self._stop(rank, now, (
                     f"ran out of memory: it used {fmt_bytes(self.peak[rank])} (RSS), over its limit of "
                     f"{fmt_bytes(self.limit)}, and rafter stopped it"),
                     "Lower the batch size or model size, or raise the limit: "
                     f"ScalingConfig(resources_per_worker={{'memory': {int(self.limit * 1.5)}}}).")
-                return
         vm = psutil.virtual_memory()
         self.machine_used = 1.0 - vm.available / vm.total
         if sizes and self.machine_used >= self.threshold:
             rank = max(sizes, key=sizes.get)
-            self._stop(rank, now, (
+            return self._stop(rank, now, (
                 f"ran out of memory: the machine reached {self.machine_used:.0%} of its {fmt_bytes(vm.total)} "
                 f"(threshold {self.threshold:.0%}) and this was the largest worker at {fmt_bytes(sizes[rank])} "
                 f"(RSS); rafter stopped it before the kernel OOM killer picked a victim"),
                 "Use less memory per worker (smaller batches, fewer DataLoader workers), fewer workers per "
                 "machine, or a bigger machine. RunConfig(memory_threshold=...) sets when rafter steps in.")
+        return None
 
-    def _stop(self, rank: int, now: float, headline: str, fix: str) -> None:
-        outcome = self.attempt.outcomes[rank]
-        outcome.evidence["oom"] = {
+    def _stop(self, rank: int, now: float, headline: str, fix: str) -> Stop:
+        self.stopped = True
+        return Stop({rank: {"oom": {
             "time": now, "headline": headline, "fix": fix, "peak_rss": self.peak.get(rank),
             "limit": self.limit, "machine_used": round(self.machine_used, 4), "source": "rafter",
-        }
-        self.stopped = True
-        self.group.kill([rank], reason="out of memory")
+        }}}, ranks=[rank], reason="out of memory")
 
-    def on_event(self, event) -> None:
+    def on_event(self, event) -> Optional[Note]:
+        """A SIGKILL rafter did not send: the kernel OOM killer's, when its log (or memory) says so."""
         if not isinstance(event, ev.Exited) or event.signal != signal.SIGKILL or event.killed_by_rafter:
-            return
-        outcome = self.attempt.outcomes[event.rank]
+            return None
+        outcome = self.view.outcomes[event.rank]
         if "oom" in outcome.evidence:
-            return
+            return None
         pid = outcome.pid or self.group.pid(event.rank)
         record = self.kernel_log.oom_record(pid) if pid else None
         rose = near = False
         if record is None:
             if self.kernel_log.readable:
-                return  # the kernel log names every OOM victim, and not this one
+                return None  # the kernel log names every OOM victim, and not this one
             now_count = oom_kill_count()
             rose = None not in (now_count, self.oom_kills_at_start) and now_count > self.oom_kills_at_start
             near = self.machine_used >= self.threshold - 0.05 or bool(
                 self.limit and self.last.get(event.rank, (0, 0))[0] > 0.9 * self.limit)
             if not (rose or near):
-                return
+                return None
         rss, t = self.last.get(event.rank, (None, None))
         sample = (f"its last memory sample was {fmt_bytes(rss)} RSS, {time.time() - t:.1f} s before it died"
                   if rss is not None else "no memory sample of it was taken")
@@ -213,7 +214,7 @@ class MemoryMonitor:
             why = f"kernel log: '{record[:160]}'"
         else:
             why = "the kernel's OOM-kill counter rose" if rose else f"machine memory was at {self.machine_used:.0%}"
-        outcome.evidence["oom"] = {
+        return Note({event.rank: {"oom": {
             "time": event.time,
             "headline": f"was killed by the kernel OOM killer (SIGKILL; {why}; {sample})",
             "fix": "The process (or its container/cgroup) ran out of memory. Use less memory per worker, fewer "
@@ -221,7 +222,7 @@ class MemoryMonitor:
                    "stops it with a clear error first. `dmesg` shows the kernel's report.",
             "peak_rss": self.peak.get(event.rank), "last_rss": rss, "source": "kernel",
             "oom_kill_counter_rose": bool(rose), "kernel_log": record,
-        }
+        }}})
 
     def close(self) -> None:
         self.procs.clear()

@@ -4,9 +4,10 @@
 2. rendezvous: rank 0 binds a listening socket (port 0, no bind-then-close race) on the host the
    backend chose, hosts the TCPStore on it and announces the port; the others wait for it;
 3. ``init_process_group``, then call the user's function with or without its config;
-4. send ``done`` with the return value, or ``error`` with a record of the exception.
+4. send ``Finished`` with the return value, or ``Errored`` with a record of the exception.
 
-Events go to the driver over the channel as small tuples (see ``rafter._controller.events``).
+Messages go to the driver over the channel as the records of ``rafter._worker.messages``; the local
+backend sends the pickled train function over the same channel first (``Payload``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import traceback
 from typing import Any, Callable, Optional
 
 from rafter._worker import collectives
+from rafter._worker import messages as msg
 from rafter._worker.channel import Channel
 from rafter._worker.session import WorkerSession, set_session
 from rafter._worker.spec import WorkerSpec
@@ -84,11 +86,12 @@ def _rendezvous(spec: WorkerSpec, channel: Channel):
             master_listen_fd=listener.fileno(),
         )
         _keep_alive.append(listener)
-        channel.send(("rdzv", spec.rdzv_host, port))
+        channel.send(msg.Rendezvous(spec.rdzv_host, port))
         host = spec.rdzv_host
     else:
-        kind, host, port = channel.recv()
-        assert kind == "rdzv", kind
+        message = channel.recv()
+        assert isinstance(message, msg.Rendezvous), message
+        host, port = message.host, message.port
         store = dist.TCPStore(host, port, spec.world_size, is_master=False, timeout=timeout)
     os.environ["MASTER_ADDR"] = host
     os.environ["MASTER_PORT"] = str(port)
@@ -133,18 +136,23 @@ def exception_record(exc: BaseException, phase: str) -> dict:
     }
 
 
-def run_worker(spec: WorkerSpec, channel: Channel, payload: bytes) -> int:
-    """Run one worker to completion; returns the process exit code."""
+def run_worker(spec: WorkerSpec, channel: Channel, payload: Optional[bytes] = None) -> int:
+    """Run one worker to completion; returns the process exit code. Without ``payload``, the train function
+    comes as the channel's first message."""
     phase = "setup"
     try:
         _apply_spec(spec)
         session = WorkerSession(spec, channel)
         set_session(session)
-        channel.send(("hello", spec.rank, os.getpid(), socket.gethostname(), time.time()))
+        channel.send(msg.Hello(spec.rank, os.getpid(), socket.gethostname(), time.time()))
         torch = _setup_torch(spec)
         import cloudpickle
 
         phase = "loading the train function"
+        if payload is None:
+            message = channel.recv()
+            assert isinstance(message, msg.Payload), message
+            payload = message.data
         fn, config = cloudpickle.loads(payload)
         phase = "rendezvous"
         _rendezvous(spec, channel)
@@ -164,7 +172,7 @@ def run_worker(spec: WorkerSpec, channel: Channel, payload: bytes) -> int:
         collectives.write("returned")
         from rafter._util.pickling import dumps_return_value
 
-        channel.send(("done", dumps_return_value(value), time.time()))
+        channel.send(msg.Finished(spec.rank, dumps_return_value(value), time.time()))
         phase = "shutdown"
         import torch.distributed as dist
 
@@ -174,14 +182,14 @@ def run_worker(spec: WorkerSpec, channel: Channel, payload: bytes) -> int:
         return 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-        _send_error(channel, exc, phase, exit_code=code)
+        _send_error(channel, spec.rank, exc, phase, exit_code=code)
         return code
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the process ends
-        _send_error(channel, exc, phase)
+        _send_error(channel, spec.rank, exc, phase)
         return 1
 
 
-def _send_error(channel: Channel, exc: BaseException, phase: str, exit_code: Optional[int] = None) -> None:
+def _send_error(channel: Channel, rank: int, exc: BaseException, phase: str, exit_code: Optional[int] = None) -> None:
     collectives.write("raised")
     record = exception_record(exc, phase)
     record["exit_code"] = exit_code
@@ -191,6 +199,6 @@ def _send_error(channel: Channel, exc: BaseException, phase: str, exit_code: Opt
     except Exception:  # noqa: BLE001
         pass
     try:
-        channel.send(("error", record))
+        channel.send(msg.Errored(rank, record))
     except OSError:
         pass

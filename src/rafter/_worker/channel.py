@@ -1,7 +1,7 @@
 """Framed, pickled messages between a worker and the driver over a connected socket.
 
-Messages are small tuples whose first item names the kind. The worker sends from its training
-thread; a lock keeps frames whole if user code reports from several threads.
+Messages are the records of ``rafter._worker.messages``. The worker sends from its training thread;
+a lock keeps frames whole if user code reports from several threads.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class Channel:
     def fileno(self) -> int:
         return self._conn.fileno()
 
-    def send(self, message: tuple) -> None:
+    def send(self, message) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             self._conn.send_bytes(data)

@@ -22,9 +22,8 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def preload() -> None:
-    """Import, once in the fork server, what every worker needs. Never touches CUDA."""
-    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+def import_worker_modules() -> None:
+    """Import what every worker needs (torch's heavy parts, rafter's worker side). Never touches CUDA."""
     import cloudpickle  # noqa: F401
     import torch  # noqa: F401
     import torch._dynamo  # noqa: F401  - every torch.optim optimizer imports it (about 1 s): pay it once
@@ -32,7 +31,13 @@ def preload() -> None:
     import torch.nn.parallel  # noqa: F401
 
     import rafter._worker.bootstrap  # noqa: F401
-    import rafter.train.torch  # noqa: F401
+    import rafter.train.torch._prepare  # noqa: F401  - what workers use (not the trainer, which reaches the engine)
+
+
+def preload() -> None:
+    """Import, once in the fork server, what every worker needs. Never touches CUDA."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    import_worker_modules()
 
     # Move everything imported so far out of the garbage collector's sight: the workers' collections
     # then skip torch's tens of thousands of module objects, and don't touch (and so copy) their pages.

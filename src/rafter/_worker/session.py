@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
+from rafter._worker import messages as msg
 from rafter._worker.channel import Channel
 from rafter._worker.spec import WorkerSpec
 
@@ -13,6 +14,8 @@ _session: Optional["WorkerSession"] = None
 
 
 class WorkerSession:
+    """This worker's spec and its channel to the driver; one per worker process."""
+
     def __init__(self, spec: WorkerSpec, channel: Channel) -> None:
         self.spec = spec
         self.channel = channel
@@ -22,12 +25,15 @@ class WorkerSession:
         self.dataset_shards = None  # {name: DataIterator}, fetched on the first get_dataset_shard()
         self._request_lock = threading.Lock()
 
-    def send(self, message: tuple) -> None:
+    def send(self, message) -> None:
         self.channel.send(message)
 
-    def request(self, message: tuple):
-        """Send a message the driver answers (storage copy, collective) and wait for its reply.
-        One request at a time, so replies never cross between threads."""
+    def send_report(self, index: int, metrics: dict, staged: Optional[dict]) -> None:
+        self.channel.send(msg.Reported(self.spec.rank, index, metrics, staged, time.time()))
+
+    def request(self, message):
+        """Send a message the driver answers (``StorageRequest``, ``CollectiveRequest``) and wait for its
+        reply. One request at a time, so replies never cross between threads."""
         with self._request_lock:
             self.channel.send(message)
             return self.channel.recv()
@@ -50,7 +56,3 @@ def require_session(api: str) -> WorkerSession:
             f"Move the call into your train function."
         )
     return _session
-
-
-def session_value(default: Any, getter) -> Any:
-    return default if _session is None else getter(_session)

@@ -1,4 +1,8 @@
-"""What a backend tells one worker about its place in the run (picklable, backend-agnostic)."""
+"""What a backend tells one worker about its place in the run (picklable, backend-agnostic).
+
+The controller fills in what is the same for every rank (a template); the backend's ``start_group``
+fills in each rank's place (``rank`` .. ``device_index``) with ``dataclasses.replace``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,7 @@ from typing import Any, Dict, List, Optional
 
 @dataclass
 class WorkerSpec:
-    rank: int
     world_size: int
-    local_rank: int
-    local_world_size: int
-    node_rank: int
     attempt: int
     run_name: str
     run_path: str  # storage URI or local path of the run folder
@@ -21,16 +21,21 @@ class WorkerSpec:
     timeout_s: float
     use_gpu: bool
     num_threads: int
-    rdzv_host: str  # address rank 0 binds its store to; peers connect to it
     cwd: str
     sys_path: List[str]
     run_start_time: float
     latest_checkpoint: Optional[str] = None
     env: Dict[str, str] = field(default_factory=dict)
-    device_index: Optional[int] = None  # CUDA device ordinal within the visible devices
     storage_filesystem: Any = None  # RunConfig(storage_filesystem=...), pickled to the worker
     crash_at: Optional[dict] = None  # test-only fault injection (see rafter.testing)
     memory_limit: Optional[int] = None  # resources_per_worker["memory"]: watched on the rank's node (Ray)
+    # -- the rank's place, filled in by the backend ------------------------------------------------
+    rank: int = -1
+    local_rank: int = -1
+    local_world_size: int = 0
+    node_rank: int = -1
+    rdzv_host: str = ""  # address rank 0 binds its store to; peers connect to it
+    device_index: Optional[int] = None  # CUDA device ordinal within the visible devices
 
     @property
     def stack_file(self) -> str:

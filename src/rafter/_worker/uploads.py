@@ -17,8 +17,9 @@ import os
 import queue
 import shutil
 import threading
-import time
 from typing import Any, Callable, Optional
+
+from rafter._worker import messages as msg
 
 
 class Uploader:
@@ -61,7 +62,7 @@ def _report_error(session, exc: BaseException) -> None:
     from rafter._worker.bootstrap import exception_record
 
     try:
-        session.send(("error", dict(exception_record(exc, "checkpoint upload"), exit_code=None)))
+        session.send(msg.Errored(session.spec.rank, dict(exception_record(exc, "checkpoint upload"), exit_code=None)))
     except OSError:
         pass
 
@@ -105,7 +106,7 @@ def report(session, index: int, metrics: dict, checkpoint: Any, dir_name: Option
     uploader = getattr(session, "uploader", None)
 
     def send(staged) -> None:
-        session.send(("report", index, metrics, staged, time.time()))
+        session.send_report(index, metrics, staged)
 
     def upload() -> dict:
         try:

@@ -22,7 +22,6 @@ from rafter.train._result import Result
 TRAIN_DATASET_KEY = "train"
 
 __all__ = [
-    "TRAIN_DATASET_KEY",
     "Callback",
     "Checkpoint",
     "CheckpointConfig",
@@ -37,6 +36,7 @@ __all__ = [
     "Result",
     "RunConfig",
     "ScalingConfig",
+    "TRAIN_DATASET_KEY",
     "TrainContext",
     "TrainingFailedError",
     "UserCallback",

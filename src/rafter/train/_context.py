@@ -6,11 +6,10 @@ They work only inside a worker; on the driver they raise an error that says wher
 from __future__ import annotations
 
 import pickle
-import time
 from typing import Any, Callable, Dict, Optional
 
 from rafter._worker import alone
-from rafter._worker.session import get_session, require_session
+from rafter._worker.session import require_session
 from rafter.train._validation import check_report_args
 
 _PLAIN = (int, float, str, bool, type(None))
@@ -189,9 +188,13 @@ def get_dataset_shard(dataset_name: Optional[str] = None):
     the data per epoch (``streaming_split``); the others give every rank all of it."""
     session = require_session("get_dataset_shard")
     if session.dataset_shards is None:
-        _, address, blob, error = session.request(("datasets",))
-        if error:
-            raise RuntimeError(f"rafter.train.get_dataset_shard({dataset_name!r}): {error}")
+        from rafter._worker import messages as msg
+
+        reply = session.request(msg.DatasetRequest(session.spec.rank))
+        assert isinstance(reply, msg.DatasetsDone), reply
+        address, blob = reply.address, reply.shards
+        if reply.error:
+            raise RuntimeError(f"rafter.train.get_dataset_shard({dataset_name!r}): {reply.error}")
         import cloudpickle
 
         if address is not None:
@@ -210,6 +213,3 @@ def get_dataset_shard(dataset_name: Optional[str] = None):
         )
     return shards[dataset_name]
 
-
-def in_worker() -> bool:
-    return get_session() is not None

@@ -1,16 +1,44 @@
 """Errors raised by ``fit()``.
 
     TrainingFailedError            the run failed; the message opens with the root cause
+     ├── WorkerGroupError          a worker failed (and the failure policy allows no more restarts)
+     ├── ControllerError           rafter could not run a group: it could not be placed or started
+     │                             (e.g. a restart after a node was lost, with no capacity left)
      └── (fields) kind, rank, pid, host, evidence, failures, attempt_errors, log_dir
 
-``kind`` is one of: "exception", "exit", "signal", "crash", "oom", "hang", "serialization",
-"lost_node", "startup". The error pickles with all its fields, so callbacks, the CLI and other
-processes can read them.
+``kind`` is a :class:`FailureKind` (a ``str``: ``err.kind == "oom"`` works). The error pickles with
+all its fields, so callbacks, the CLI and other processes can read them.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Dict, List, Optional
+
+
+class FailureKind(enum.StrEnum):
+    """What failed. The first ten come from a worker (the verdict's root cause), the rest from rafter."""
+
+    EXCEPTION = "exception"  # the train function raised
+    EXIT = "exit"  # sys.exit(n), os._exit, or a library called exit()
+    SIGNAL = "signal"  # killed by a signal rafter did not send
+    CRASH = "crash"  # a native crash (SIGSEGV, SIGABRT, ...)
+    OOM = "oom"  # out of memory (rafter's limit, the machine's threshold, or the kernel OOM killer)
+    HANG = "hang"  # no progress for hang_timeout_s
+    SERIALIZATION = "serialization"  # the train function, its config or its return value can't be pickled
+    LOST_NODE = "lost_node"  # the rank's Ray node left the cluster
+    STARTUP = "startup"  # the worker failed before the train function ran
+    STOPPED = "stopped"  # rafter stopped the rank (after another rank failed)
+    PLACEMENT = "placement"  # the backend could not place or start the attempt's workers
+    INTERRUPTED = "interrupted"  # Ctrl-C (KeyboardInterrupt) in the driver
+    INTERNAL = "internal"  # rafter's driver failed (see the chained exception)
+
+
+def _kind(kind: str) -> Any:
+    try:
+        return FailureKind(kind)
+    except ValueError:
+        return kind
 
 
 class TrainingFailedError(RuntimeError):
@@ -30,7 +58,7 @@ class TrainingFailedError(RuntimeError):
         log_dir: Optional[str] = None,
     ) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.kind = _kind(kind)
         self.rank = rank
         self.pid = pid
         self.host = host
@@ -67,4 +95,6 @@ class WorkerGroupError(TrainingFailedError):
 
 
 class ControllerError(TrainingFailedError):
-    """rafter itself could not run the group (startup, backend, infeasible resources)."""
+    """rafter itself could not run a group of workers: it could not be placed or started (``kind``
+    ``"placement"``), the driver was interrupted, or it failed. ``attempt_errors`` holds the first line of
+    each earlier attempt's failure; the exception that stopped the run is chained (``__cause__``)."""

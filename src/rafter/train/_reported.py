@@ -70,9 +70,13 @@ def get_all_reported_checkpoints(
     from rafter._worker.uploads import drain
 
     drain(session)  # this rank's ASYNC uploads first: their checkpoints are what the caller waits for
-    _, entries, error = session.request(("reported_checkpoints", session.report_index, timeout_s))
-    if error:
-        raise RuntimeError(f"rafter.train.get_all_reported_checkpoints(): {error}")
+    from rafter._worker import messages as msg
+
+    reply = session.request(msg.CheckpointsRequest(session.spec.rank, session.report_index, timeout_s))
+    assert isinstance(reply, msg.CheckpointsDone), reply
+    entries = reply.entries
+    if reply.error:
+        raise RuntimeError(f"rafter.train.get_all_reported_checkpoints(): {reply.error}")
     from rafter.train._checkpoint import Checkpoint
 
     fs = session.spec.storage_filesystem

@@ -65,8 +65,10 @@ def _call(session, op: str, payload: Optional[bytes]) -> Optional[bytes]:
         return payload
     session.collective_seq += 1
     seq = session.collective_seq
-    kind, got_seq, data, error = session.request(("collective", seq, op, payload))
-    if error:
-        raise RuntimeError(error)
-    assert kind == "collective" and got_seq == seq, (kind, got_seq, seq)
-    return data
+    from rafter._worker import messages as msg
+
+    reply = session.request(msg.CollectiveRequest(session.spec.rank, seq, op, payload))
+    assert isinstance(reply, msg.CollectiveDone) and reply.seq == seq, (reply, seq)
+    if reply.error:
+        raise RuntimeError(reply.error)
+    return reply.data

@@ -1,7 +1,7 @@
 """The Ray backend (``RunConfig(cluster="ray")``): workers are Ray actors' child processes on a Ray cluster.
 
 This package imports Ray only when the backend is used: ``RayBackend`` is loaded on first access, and
-the worker process (``_child``) never imports Ray at all.
+the worker process (forked by ``forkserver``) never imports Ray at all.
 """
 
 from __future__ import annotations

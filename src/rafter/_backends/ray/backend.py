@@ -23,9 +23,10 @@ import socket
 from typing import Dict, List, Optional
 
 from rafter._backends.ray import cluster
-from rafter._backends.ray.group import RayWorkerGroup, _Rank
+from rafter._backends.ray.group import RayRank, RayWorkerGroup, release
 from rafter._backends.ray.layout import Place, Slot, assign_ranks
 from rafter._backends.ray.resources import infeasibility, worker_bundle
+from rafter._util.text import ranks_label
 from rafter._worker.spec import WorkerSpec
 from rafter.train._config import ScalingConfig
 
@@ -57,6 +58,8 @@ class _Prepared:
 
 
 class RayBackend:
+    """Workers on a Ray cluster: per attempt a placement group and one ``RafterRank`` actor per worker."""
+
     name = "ray"
 
     def __init__(self, address: Optional[str] = None) -> None:
@@ -67,7 +70,6 @@ class RayBackend:
         self._driver_ip = "127.0.0.1"
         self._driver_node_id: Optional[str] = None
         self._listener: Optional[socket.socket] = None
-        self._prepared: Optional[_Prepared] = None
         self._groups: List[RayWorkerGroup] = []
         self._lost: List[dict] = []  # nodes lost in earlier attempts, for the restart's error message
         self._shared_ok: set = set()
@@ -102,17 +104,17 @@ class RayBackend:
         problem = infeasibility(bundle, scaling.num_workers, scaling.placement_strategy, cluster.alive_nodes())
         if problem:
             if self._lost:
-                lost = "; ".join(f"node {n['node_ip']} (Ray node {n['node_id'][:8]}) with {_ranks(n['ranks'])}"
+                lost = "; ".join(f"node {n['node_ip']} (Ray node {n['node_id'][:8]}) with {ranks_label(n['ranks'])}"
                                  for n in self._lost)
                 problem = f"The run cannot restart: the Ray cluster lost {lost}, and what remains is too small. " + problem
             raise ValueError(problem)
         return bundle
 
-    def placement(self, scaling: ScalingConfig) -> List[dict]:
+    def _place(self, scaling: ScalingConfig) -> _Prepared:
+        """Reserve the attempt's bundles, start an actor in each and decide each rank's place."""
         import ray
         from ray.util.placement_group import placement_group, placement_group_table
 
-        self._release_prepared()
         bundle = self._check_request(scaling)
         n = scaling.num_workers
         pg = placement_group([dict(bundle) for _ in range(n)], strategy=scaling.placement_strategy)
@@ -139,10 +141,9 @@ class RayBackend:
             slots = [Slot(i, where[i], ips.get(where[i], "?"), gpu_ids.get(i, ())) for i in range(n)]
             places = assign_ranks(slots, self._driver_node_id, scaling.use_gpu)
         except BaseException:
-            _release(pg, actors.values())
+            release(pg, actors.values())
             raise
-        self._prepared = _Prepared(pg, actors, places, token, shipped)
-        return [p.as_placement(rdzv_host=places[0].node_ip) for p in places]
+        return _Prepared(pg, actors, places, token, shipped)
 
     def _working_dir(self, node_ip: str):
         """``(runtime_env or None, shipped)`` for an actor on ``node_ip``."""
@@ -159,7 +160,8 @@ class RayBackend:
             self._uploaded[folder] = _upload_working_dir(folder)
         return {"working_dir": self._uploaded[folder]}, True
 
-    def worker_env(self) -> dict:
+    @staticmethod
+    def worker_env() -> dict:
         return {k: v for k, v in os.environ.items() if k.startswith(_PASSED_ENV_PREFIXES)}
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -169,26 +171,30 @@ class RayBackend:
             self._listener = socket.create_server((self._driver_ip, 0), backlog=1024)
             self._listener.setblocking(False)
 
-    def start_group(self, specs: List[WorkerSpec], payload: bytes, echo: bool = True) -> RayWorkerGroup:
+    def start_group(self, scaling: ScalingConfig, template: WorkerSpec, payload: bytes,
+                    echo: bool = True) -> RayWorkerGroup:
+        """Place the attempt (``ValueError`` when the cluster can't hold it), then start a worker per bundle.
+        Ranks go node by node (see ``layout``); rank 0's store listens on its node's address."""
         import ray
 
-        prepared, self._prepared = self._prepared, None
-        assert prepared is not None and len(prepared.places) == len(specs), "placement() must precede start_group()"
+        prepared = self._place(scaling)
         try:
-            self._check_storage(specs[0].run_path, prepared)
+            self._check_storage(template.run_path, prepared)
+            env = dict(template.env, **self.worker_env())
+            rdzv_host = prepared.places[0].node_ip
+            ranks: Dict[int, RayRank] = {}
+            for place in prepared.places:
+                spec = dataclasses.replace(
+                    template, rank=place.rank, node_rank=place.node_rank, local_rank=place.local_rank,
+                    local_world_size=place.local_world_size, rdzv_host=rdzv_host, device_index=place.device_index,
+                    env=env if place.visible_devices is None else dict(env, CUDA_VISIBLE_DEVICES=place.visible_devices))
+                os.makedirs(spec.log_dir, exist_ok=True)
+                log_path = os.path.join(spec.log_dir, f"rank_{spec.rank}.log")
+                ranks[spec.rank] = RayRank(spec, prepared.actors[place.bundle], place, log_path, echo)
         except BaseException:
-            _release(prepared.pg, prepared.actors.values())
+            release(prepared.pg, prepared.actors.values())
             raise
-        by_rank = {p.rank: p for p in prepared.places}
-        ranks: Dict[int, _Rank] = {}
-        for spec in specs:
-            place = by_rank[spec.rank]
-            if place.visible_devices is not None:
-                spec = dataclasses.replace(spec, env=dict(spec.env, CUDA_VISIBLE_DEVICES=place.visible_devices))
-            os.makedirs(spec.log_dir, exist_ok=True)
-            log_path = os.path.join(spec.log_dir, f"rank_{spec.rank}.log")
-            ranks[spec.rank] = _Rank(spec, prepared.actors[place.bundle], place, log_path)
-        group = RayWorkerGroup(self._listener, prepared.token, ranks, prepared.pg, self._driver_ip, echo=echo,
+        group = RayWorkerGroup(self._listener, prepared.token, ranks, prepared.pg, self._driver_ip,
                                on_close=self._group_closed)
         self._groups.append(group)
         payload_ref = ray.put(payload)
@@ -238,18 +244,10 @@ class RayBackend:
 
     def _group_closed(self, group: RayWorkerGroup) -> None:
         self._lost.extend(group.lost_nodes)
-        _release(group._pg, [s.actor for s in group._ranks.values()])
-        group.forget_ray_objects()  # the group may outlive Ray (in a traceback): hold no Ray handles
         if group in self._groups:
             self._groups.remove(group)
 
-    def _release_prepared(self) -> None:
-        if self._prepared is not None:
-            _release(self._prepared.pg, self._prepared.actors.values())
-            self._prepared = None
-
     def shutdown(self) -> None:
-        self._release_prepared()
         for group in list(self._groups):
             group.close()
         if self._listener is not None:
@@ -307,23 +305,3 @@ def _upload_working_dir(folder: str) -> str:
             f"RAFTER_RAY_WORKING_DIR=never if every node has the code already."
         ) from None
     return env["working_dir"]
-
-
-def _release(pg, actors) -> None:
-    """Kill the attempt's actors (their workers die with them) and free the placement group."""
-    import ray
-    from ray.util.placement_group import remove_placement_group
-
-    for actor in actors:
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already dead
-            pass
-    try:
-        remove_placement_group(pg)
-    except Exception:  # noqa: BLE001 - already removed, or the GCS is gone with the cluster
-        pass
-
-
-def _ranks(ranks: List[int]) -> str:
-    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))

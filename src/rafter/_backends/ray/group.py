@@ -8,7 +8,8 @@ messages). Sockets carry the fast path; Ray is asked only about deaths that sock
 - the actor or its node is gone (control connection closed without an exit status, or the actor's
   ``run`` call failed) -> the driver asks Ray whether the node died. If it did, every rank on it gets
   ``Exited`` with ``evidence["lost_node"]`` (classified as ``lost_node`` by the verdict). Ray takes a
-  health-check period to declare a crashed node dead; a rank waits for that up to ``LOST_WAIT_S``.
+  health-check period to declare a crashed node dead; a rank waits for that up to ``lost_wait_s()``
+  (RAFTER_RAY_LOST_WAIT_S, read when the group starts).
 """
 
 from __future__ import annotations
@@ -18,62 +19,54 @@ import selectors
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from rafter._backends import events as ev
+from rafter._backends.base import GroupBase, RankState
 from rafter._backends.output import RankOutput
 from rafter._backends.ray import wire
+from rafter._util.text import ranks_label
+from rafter._worker import messages as msg
 from rafter._worker.spec import WorkerSpec
 
-EXIT_LOG_GRACE_S = 0.5  # a worker's exit may overtake its last channel messages by this much
 RAY_CHECK_S = 0.5  # how often Ray is asked about actors (only while the run is going)
-LOST_WAIT_S = float(os.environ.get("RAFTER_RAY_LOST_WAIT_S", "60"))
+SIGKILL_HOLD_S = 2.0  # a SIGKILL rafter did not send waits this long for its node's death to show
 HANDSHAKE_TIMEOUT_S = 10.0
 
 
-@dataclass
-class ExitedWithEvidence(ev.Exited):
-    """``Exited`` plus what the backend knows about the death (merged into ``RankOutcome.evidence``)."""
-
-    evidence: Dict[str, Any] = field(default_factory=dict)
+def lost_wait_s() -> float:
+    """How long a rank whose connection closed waits for Ray to say its node died (RAFTER_RAY_LOST_WAIT_S)."""
+    return float(os.environ.get("RAFTER_RAY_LOST_WAIT_S", "60"))
 
 
-class _Rank:
-    def __init__(self, spec: WorkerSpec, actor, place, log_path: str) -> None:
-        self.spec = spec
+class RayRank(RankState):
+    def __init__(self, spec: WorkerSpec, actor, place, log_path: str, echo: bool = True) -> None:
+        super().__init__(spec, RankOutput(log_path, f"[rank {spec.rank} node {place.node_rank}] ", echo))
         self.actor = actor
         self.place = place  # layout.Place: node id/ip/rank
         self.run_ref = None
         self.ray_error: Optional[BaseException] = None
         self.returncode: Optional[int] = None  # from the actor's run() result
-        self.pid: Optional[int] = None
         self.hostname: Optional[str] = None
         self.ctl: Optional[socket.socket] = None
         self.chan: Optional[socket.socket] = None
         self.readers: Dict[str, wire.FrameReader] = {}
         self.ctl_eof_at: Optional[float] = None
         self.chan_open = False
-        self.alive = True
-        self.pending_exit: Optional[ev.Exited] = None
-        self.exit_deadline = 0.0
-        self.killed_reason: Optional[str] = None
-        self.output: Optional[RankOutput] = None  # set by the group, which knows whether to echo
-        self.log_path = log_path
+        self.sigkill_at: Optional[float] = None  # when the actor reported a SIGKILL that rafter did not send
         self.node_oom: Optional[dict] = None  # the rank's node said it ran out of memory
 
 
-class RayWorkerGroup:
-    def __init__(self, listener: socket.socket, token: bytes, ranks: Dict[int, _Rank], pg, driver_ip: str,
-                 echo: bool = True, on_close=None) -> None:
+class RayWorkerGroup(GroupBase):
+    """One attempt's actors and workers on Ray. Closing it kills the actors and frees the placement group."""
+
+    def __init__(self, listener: socket.socket, token: bytes, ranks: Dict[int, RayRank], pg, driver_ip: str,
+                 on_close=None) -> None:
+        super().__init__(ranks)
         self._listener = listener
         self._token = token
-        self._ranks = ranks
         self._pg = pg
         self._driver_ip = driver_ip
         self._driver_node_id = _driver_node_id()
-        for state in ranks.values():
-            state.output = RankOutput(state.log_path, f"[rank {state.spec.rank} node {state.place.node_rank}] ", echo)
         self._on_close = on_close
         self._sel = selectors.DefaultSelector()
         self._sel.register(listener, selectors.EVENT_READ, ("accept", None))
@@ -81,59 +74,52 @@ class RayWorkerGroup:
         self._by_ref: Dict[Any, int] = {}
         self._next_ray_check = 0.0
         self._closed = False
-        self._rdzv: Optional[tuple] = None
+        self._lost_wait_s = lost_wait_s()
         self.lost_nodes: List[dict] = []
 
     def attach(self, rank: int, run_ref) -> None:
         self._ranks[rank].run_ref = run_ref
         self._by_ref[run_ref] = rank
 
-    # -- queries -------------------------------------------------------------------------------
-    @property
-    def ranks(self) -> List[int]:
-        return sorted(self._ranks)
+    # -- hooks of GroupBase ----------------------------------------------------------------------
+    def _pid_is_here(self, state: RayRank) -> bool:
+        """Only the driver's own node (pids elsewhere mean nothing here; the memory monitor reads them). Each
+        rank's actor watches its worker's memory on its own node as well."""
+        return state.place.node_id == self._driver_node_id
 
-    def spec(self, rank: int) -> WorkerSpec:
-        return self._ranks[rank].spec
+    def _dying(self, state: RayRank) -> bool:
+        return state.ctl_eof_at is not None or state.ray_error is not None or state.sigkill_at is not None
 
-    def pid(self, rank: int) -> Optional[int]:
-        return self._ranks[rank].pid
+    def _deliver(self, state: RayRank, sig: int, group: bool) -> bool:
+        sent = self._ctl_send(state, ("kill" if group else "signal", sig))
+        if not sent and group and sig == signal.SIGKILL:
+            self._kill_actor(state)
+        return sent
 
-    def pids(self) -> Dict[int, int]:
-        """Live workers on the driver's own node (pids elsewhere mean nothing here; the memory monitor uses
-        this). Each rank's actor watches its worker's memory on its own node as well."""
-        return {r: s.pid for r, s in self._ranks.items()
-                if s.pid is not None and s.alive and s.place.node_id == self._driver_node_id}
+    def _kill_unstarted(self, state: RayRank, sig: int) -> None:
+        if state.ctl is None and sig == signal.SIGKILL:
+            self._kill_actor(state)  # not connected yet: stop the actor, its child dies with it
 
-    def log_tail(self, rank: int) -> List[str]:
-        return self._ranks[rank].output.lines()
+    def _output_done(self, state: RayRank) -> bool:
+        return not state.chan_open
 
-    def all_exited(self) -> bool:
-        return all(not s.alive and s.pending_exit is None for s in self._ranks.values())
+    def _connected(self, rank: int) -> bool:
+        return self._ranks[rank].chan is not None
 
-    # -- control -------------------------------------------------------------------------------
-    def kill(self, ranks: Optional[List[int]] = None, reason: str = "stopped by rafter", sig: int = signal.SIGKILL) -> None:
-        import ray
-
-        for r in self.ranks if ranks is None else ranks:
-            state = self._ranks[r]
-            if not state.alive or state.ctl_eof_at is not None or state.ray_error is not None:
-                continue  # already gone; its death is being explained
-            state.killed_reason = state.killed_reason or reason
-            if not self._ctl_send(state, ("kill", sig)) and sig == signal.SIGKILL:
-                ray.kill(state.actor, no_restart=True)  # not connected yet: stop the actor, its child dies with it
-
-    def signal(self, rank: int, sig: int) -> bool:
-        state = self._ranks[rank]
-        return state.alive and state.pid is not None and self._ctl_send(state, ("signal", sig))
-
-    def send(self, rank: int, message: tuple) -> None:
+    def _send_to(self, rank: int, message) -> None:
         chan = self._ranks[rank].chan
         if chan is None:
             raise OSError(f"rank {rank} is not connected")
         chan.sendall(wire.frame(message))
 
-    def _ctl_send(self, state: _Rank, message: tuple) -> bool:
+    @staticmethod
+    def _kill_actor(state: RayRank) -> None:
+        import ray
+
+        if state.actor is not None:
+            ray.kill(state.actor, no_restart=True)
+
+    def _ctl_send(self, state: RayRank, message: tuple) -> bool:
         if state.ctl is None or state.ctl_eof_at is not None:
             return False
         try:
@@ -157,14 +143,13 @@ class RayWorkerGroup:
                 if sock is not None:
                     sock.close()
             state.output.close()
-        if self._on_close is not None:
-            self._on_close(self)
-
-    def forget_ray_objects(self) -> None:
-        self._pg = None
+        release(self._pg, [s.actor for s in self._ranks.values() if s.actor is not None])
+        self._pg = None  # the group may outlive Ray (in a traceback): hold no Ray handles
         self._by_ref.clear()
         for state in self._ranks.values():
             state.actor = state.run_ref = None
+        if self._on_close is not None:
+            self._on_close(self)
 
     # -- the pump ------------------------------------------------------------------------------
     def poll(self, timeout: float) -> List[object]:
@@ -184,10 +169,7 @@ class RayWorkerGroup:
         if now >= self._next_ray_check:
             self._next_ray_check = now + RAY_CHECK_S
             self._check_ray(now, out)
-        for state in self._ranks.values():
-            if state.pending_exit is not None and (not state.chan_open or now >= state.exit_deadline):
-                out.append(state.pending_exit)
-                state.pending_exit = None
+        self._flush_exits(out)
         return out
 
     def _accept(self) -> None:
@@ -230,9 +212,9 @@ class RayWorkerGroup:
         self._sel.register(sock, selectors.EVENT_READ, (name, rank))
         if name == "chan":
             state.chan_open = True
-            if self._rdzv is not None and rank != 0:
+            if self._rdzv is not None and rank != 0:  # rank 0's address came before this rank connected
                 try:
-                    self.send(rank, self._rdzv)
+                    self._send_to(rank, self._rdzv)
                 except OSError:
                     pass
 
@@ -243,7 +225,7 @@ class RayWorkerGroup:
                 del self._pending[sock]
                 sock.close()
 
-    def _drop(self, state: _Rank, name: str) -> None:
+    def _drop(self, state: RayRank, name: str) -> None:
         sock = getattr(state, name)
         try:
             self._sel.unregister(sock)
@@ -260,13 +242,22 @@ class RayWorkerGroup:
             if kind == "out":
                 state.output.write(message[1], message[2])
             elif kind == "spawned":
-                _, state.pid, _ip, state.hostname = message
-                state.output.note(f"attempt {state.spec.attempt}, pid {state.pid}, node {state.place.node_rank} "
+                _, pid, _ip, state.hostname = message
+                state.output.note(f"attempt {state.spec.attempt}, pid {pid}, node {state.place.node_rank} "
                                   f"({state.place.node_ip})")
+                self._started(state, pid)
             elif kind == "oom":  # the node-side memory watch's evidence (rafter._diagnose.node_memory)
                 state.node_oom = message[1]
             elif kind == "exited":
-                self._exited(state, message[1], evidence={"oom": state.node_oom} if state.node_oom else None)
+                if state.node_oom:
+                    self._exited(state, message[1], evidence={"oom": state.node_oom})
+                elif message[1] == -signal.SIGKILL and state.killed_reason is None:
+                    # Held back: a node going down kills its workers first (its fork server dies), and its
+                    # actors a moment later. The node's death, if that is what it is, explains this one.
+                    state.sigkill_at = time.time()
+                    self._next_ray_check = 0.0
+                else:
+                    self._exited(state, message[1])
         if reader.eof:
             self._drop(state, "ctl")
             state.output.flush()
@@ -282,35 +273,6 @@ class RayWorkerGroup:
         if reader.eof:
             self._drop(state, "chan")
 
-    def _dispatch(self, rank: int, message: tuple, out: List[object]) -> None:
-        if message[0] == "rdzv":  # rank 0's store address; ranks that connect later get it on arrival
-            self._rdzv = message
-            for other, state in self._ranks.items():
-                if other != rank and state.chan is not None:
-                    try:
-                        self.send(other, message)
-                    except OSError:
-                        pass
-            return
-        event = ev.from_message(rank, message)
-        if event is not None:
-            out.append(event)
-
-    def _exited(self, state: _Rank, code: int, evidence: Optional[dict] = None) -> None:
-        if not state.alive:
-            return
-        state.alive = False
-        state.pending_exit = ExitedWithEvidence(
-            rank=state.spec.rank,
-            exit_code=code if code is not None and code >= 0 else None,
-            signal=-code if code is not None and code < 0 else None,
-            time=time.time(),
-            killed_by_rafter=state.killed_reason is not None and not evidence,
-            reason=state.killed_reason if not evidence else None,
-            evidence=evidence or {},
-        )
-        state.exit_deadline = time.time() + EXIT_LOG_GRACE_S
-
     # -- deaths only Ray can explain -----------------------------------------------------------
     def _check_ray(self, now: float, out: List[object]) -> None:
         import ray
@@ -325,7 +287,8 @@ class RayWorkerGroup:
                     state.returncode = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - RayActorError, RuntimeEnvSetupError, ...
                     state.ray_error = exc
-        suspects = [s for s in self._ranks.values() if s.alive and (s.ctl_eof_at is not None or s.ray_error is not None)]
+        suspects = [s for s in self._ranks.values()
+                    if s.alive and (s.ctl_eof_at is not None or s.ray_error is not None or s.sigkill_at is not None)]
         if not suspects:
             return
         self._next_ray_check = now + 0.2
@@ -339,13 +302,16 @@ class RayWorkerGroup:
                 cause = str(state.ray_error).rsplit("its node has died.", 1)[-1].strip(" .\n\t")
                 self._lost_node({"NodeID": state.place.node_id, "NodeManagerAddress": state.place.node_ip,
                                  "DeathReasonMessage": cause}, now)
-            elif state.returncode is not None:  # run() returned but its "exited" notice was lost
+            elif state.sigkill_at is not None and state.ctl_eof_at is None:
+                if now - state.sigkill_at >= SIGKILL_HOLD_S:  # its actor lives on: the node is fine
+                    self._exited(state, -signal.SIGKILL, at=state.sigkill_at)
+            elif state.returncode is not None and state.sigkill_at is None:  # its "exited" notice was lost
                 self._exited(state, state.returncode)
-            elif state.ray_error is not None and not _unavailable(state.ray_error):
+            elif state.ray_error is not None and not _unavailable(state.ray_error) and state.sigkill_at is None:
                 self._actor_died(state, state.ray_error, out)
-            elif now - (state.ctl_eof_at or now) > LOST_WAIT_S:
+            elif now - (state.ctl_eof_at or now) > self._lost_wait_s:
                 self._lost_node({"NodeID": state.place.node_id, "NodeManagerAddress": state.place.node_ip,
-                                 "DeathReasonMessage": f"no word from the node for {LOST_WAIT_S:g} s after its worker "
+                                 "DeathReasonMessage": f"no word from the node for {self._lost_wait_s:g} s after its worker "
                                                        f"connection closed (Ray still lists it as alive)"}, now)
 
     def _lost_node(self, node: dict, now: float) -> None:
@@ -356,7 +322,7 @@ class RayWorkerGroup:
         cause = node.get("DeathReasonMessage") or "no reason given"
         info = {
             "node_ip": ip, "node_id": node_id, "ranks": ranks, "cause": cause,
-            "headline": f"was lost: node {ip} (Ray node {node_id[:8]}) died; {_ranks_text(ranks)} lost",
+            "headline": f"was lost: node {ip} (Ray node {node_id[:8]}) died; {ranks_label(ranks)} lost",
             "details": f"Ray says the node died: {cause}",
             "fix": ("A node of the Ray cluster went away (removed, preempted, or its raylet crashed: see "
                     "`ray status` and the node's raylet.out). With RunConfig(failure_config=FailureConfig("
@@ -365,22 +331,22 @@ class RayWorkerGroup:
         self.lost_nodes.append(info)
         for state in lost:
             t = state.ctl_eof_at or now
-            self._exited(state, None, evidence={"lost_node": dict(info, time=t)})
-            state.pending_exit.time = t
+            self._exited(state, None, evidence={"lost_node": dict(info, time=t)}, at=t)
 
-    def _actor_died(self, state: _Rank, error: BaseException, out: List[object]) -> None:
+    def _actor_died(self, state: RayRank, error: BaseException, out: List[object]) -> None:
         """The actor failed on a live node: it could not start (runtime env, import error) or was killed."""
         if state.killed_reason is not None:
             self._exited(state, -signal.SIGKILL)
         elif state.pid is None:
             message = str(error)
-            out.append(ev.Errored(state.spec.rank, {
+            out.append(msg.Errored(state.spec.rank, {
                 "type": type(error).__name__, "module": type(error).__module__, "message": message,
                 "traceback": message, "phase": "setup", "time": time.time(), "pickled": None, "exit_code": None,
             }))
             self._exited(state, 1)
         else:
             self._exited(state, -signal.SIGKILL, evidence={"ray_actor_died": str(error)})
+
 
 def _driver_node_id() -> Optional[str]:
     import ray
@@ -397,5 +363,19 @@ def _unavailable(error: BaseException) -> bool:
     return isinstance(error, getattr(ray.exceptions, "ActorUnavailableError", ()))
 
 
-def _ranks_text(ranks: List[int]) -> str:
-    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+def release(pg, actors) -> None:
+    """Kill an attempt's actors (their workers die with them) and free its placement group."""
+    import ray
+    from ray.util.placement_group import remove_placement_group
+
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead
+            pass
+    if pg is None:
+        return
+    try:
+        remove_placement_group(pg)
+    except Exception:  # noqa: BLE001 - already removed, or the GCS is gone with the cluster
+        pass

@@ -35,10 +35,6 @@ class Place:
     device_index: Optional[int]
     visible_devices: Optional[str]  # CUDA_VISIBLE_DEVICES for the worker's node, None without GPUs
 
-    def as_placement(self, rdzv_host: str) -> dict:
-        return dict(rank=self.rank, node_rank=self.node_rank, local_rank=self.local_rank,
-                    local_world_size=self.local_world_size, rdzv_host=rdzv_host, device_index=self.device_index)
-
 
 def _gpu_key(gpu_id) -> tuple:
     text = str(gpu_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Callable, Dict, Optional
 
 from rafter.train._config import RunConfig, ScalingConfig
@@ -73,8 +75,8 @@ class TorchTrainer:
             backend_name=self.torch_config.resolve_backend(self.scaling_config.use_gpu),
             timeout_s=self.torch_config.timeout_s,
         )
-        controller.monitors.extend([*self._monitors, DatasetShards, ReportedCheckpointsHub])
-        controller.datasets, controller.dataset_config = datasets, self.dataset_config
+        controller.monitors.extend([*self._monitors, ReportedCheckpointsHub,
+                                    functools.partial(DatasetShards, datasets=datasets, config=self.dataset_config)])
         controller.fault = self._fault
         controller.user_callbacks = UserCallbacks.for_run(self)
         return controller.fit()

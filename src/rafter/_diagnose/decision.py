@@ -1,0 +1,46 @@
+"""What a monitor may ask of the controller. Monitors observe; the controller acts (in one place).
+
+    Stop(ranks, reason, evidence)  stop these ranks (None: every rank), saying why, and record the evidence
+    Note(evidence)                 record evidence only (e.g. the kernel OOM killer took a rank)
+
+``evidence`` maps a rank to entries merged into its ``RankOutcome.evidence`` (``{"hang": {...}}``),
+which the verdict reads. A monitor returns a decision, or None, from ``on_event(event)``, ``tick(now)``
+and ``close()`` (at the attempt's end); it is built per attempt from an :class:`AttemptView`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+
+@dataclass
+class Note:
+    evidence: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Stop(Note):
+    ranks: Optional[List[int]] = None  # None: every rank of the group
+    reason: str = "stopped by rafter"
+
+
+@dataclass
+class AttemptView:
+    """What a monitor may read about the attempt it watches."""
+
+    number: int
+    group: Any  # rafter._backends.base.WorkerGroup (monitors may query and signal it, not kill it)
+    outcomes: Mapping[int, Any]  # rank -> RankOutcome, kept current by the controller
+    run_config: Any
+    scaling: Any
+    timeout_s: Optional[float] = None  # the process group's collective timeout
+    run_state: Any = None  # the run folder's record (committed checkpoints), for monitors that answer workers
+    _first_failure: Any = None  # callable -> time of the attempt's first failure, or None
+
+    @property
+    def first_failure(self) -> Optional[float]:
+        return self._first_failure() if self._first_failure is not None else None
+
+    def failed_ranks(self) -> List[int]:
+        return [r for r, o in self.outcomes.items() if o.failed]
