@@ -7,10 +7,11 @@ import pytest
 EXPORTED = {
     "rafter": ["__version__", "train"],
     "rafter.train": [
-        "Callback", "Checkpoint", "CheckpointConfig", "ControllerError", "DataConfig", "FailureConfig",
-        "LoggingConfig", "Result", "RunConfig", "ScalingConfig", "TRAIN_DATASET_KEY", "TrainContext",
-        "TrainingFailedError", "UserCallback", "WorkerGroupError", "collective", "get_checkpoint", "get_context",
-        "get_dataset_shard", "report", "torch",
+        "Callback", "Checkpoint", "CheckpointConfig", "CheckpointConsistencyMode", "CheckpointUploadMode",
+        "ControllerError", "DataConfig", "FailureConfig", "LoggingConfig", "ReportedCheckpoint",
+        "ReportedCheckpointStatus", "Result", "RunConfig", "ScalingConfig", "TRAIN_DATASET_KEY", "TrainContext",
+        "TrainingFailedError", "UserCallback", "WorkerGroupError", "collective", "get_all_reported_checkpoints",
+        "get_checkpoint", "get_context", "get_dataset_shard", "report", "torch",
     ],
     "rafter.train.torch": [
         "TorchConfig", "TorchTrainer", "autocast_dtype", "choose_autocast_dtype", "enable_reproducibility",

@@ -256,9 +256,7 @@ def _run(trainer, state, env, peers, created_group, rank, world_size) -> Result:
     try:
         try:
             value = _call_user_function(trainer.train_loop_per_worker, trainer.train_loop_config)
-            from rafter._worker.uploads import drain
-
-            drain(session)  # ASYNC uploads still running
+            session.drain_uploads()  # ASYNC uploads still running
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 raise
@@ -284,7 +282,7 @@ def _run(trainer, state, env, peers, created_group, rank, world_size) -> Result:
 
 def _record_failure(state: RunState, spec: WorkerSpec, exc: BaseException, user_callbacks) -> None:
     from rafter._diagnose.verdict import RankOutcome, build_verdict
-    from rafter._worker.bootstrap import exception_record
+    from rafter._worker.records import exception_record
 
     outcome = RankOutcome(rank=spec.rank, pid=os.getpid(), host=os.uname().nodename,
                           error=exception_record(exc, "train function"), exit_time=time.time())

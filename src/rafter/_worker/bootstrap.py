@@ -20,12 +20,12 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from typing import Any, Callable, Optional
 
 from rafter._worker import collectives
 from rafter._worker import messages as msg
 from rafter._worker.channel import Channel
+from rafter._worker.records import exception_record
 from rafter._worker.session import WorkerSession, set_session
 from rafter._worker.spec import WorkerSpec
 
@@ -112,30 +112,6 @@ def _call_user_function(fn: Callable, config: Optional[dict]) -> Any:
     return fn(config if config is not None else {})
 
 
-def _user_traceback(exc: BaseException):
-    """The traceback without rafter's own frames on top (the user's code is what matters)."""
-    tb = exc.__traceback__
-    here = os.path.dirname(os.path.abspath(__file__))
-    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(here):
-        tb = tb.tb_next
-    return tb
-
-
-def exception_record(exc: BaseException, phase: str) -> dict:
-    """What the driver needs to explain an exception, always picklable."""
-    from rafter._util.pickling import try_cloudpickle
-
-    return {
-        "type": type(exc).__qualname__,
-        "module": type(exc).__module__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, _user_traceback(exc))),
-        "phase": phase,
-        "time": time.time(),
-        "pickled": try_cloudpickle(exc),
-    }
-
-
 def run_worker(spec: WorkerSpec, channel: Channel, payload: Optional[bytes] = None) -> int:
     """Run one worker to completion; returns the process exit code. Without ``payload``, the train function
     comes as the channel's first message."""
@@ -165,9 +141,7 @@ def run_worker(spec: WorkerSpec, channel: Channel, payload: Optional[bytes] = No
             else:
                 raise
         phase = "uploading checkpoints"
-        from rafter._worker.uploads import drain
-
-        drain(session)  # ASYNC uploads still running, and the reports queued behind them
+        session.drain_uploads()  # ASYNC uploads still running, and the reports queued behind them
         phase = "returning the result"
         collectives.write("returned")
         from rafter._util.pickling import dumps_return_value

@@ -48,7 +48,7 @@ class Errored:
     """The worker caught an exception (or SystemExit) and reported it before exiting."""
 
     rank: int
-    record: dict  # see rafter._worker.bootstrap.exception_record
+    record: dict  # see rafter._worker.records.exception_record
 
 
 @dataclass

@@ -31,6 +31,13 @@ class WorkerSession:
     def send_report(self, index: int, metrics: dict, staged: Optional[dict]) -> None:
         self.channel.send(msg.Reported(self.spec.rank, index, metrics, staged, time.time()))
 
+    def drain_uploads(self) -> None:
+        """Wait for this worker's ASYNC checkpoint uploads (and the reports queued behind them); raise if one
+        failed (see ``rafter._worker.uploads``)."""
+        uploader = getattr(self, "uploader", None)
+        if uploader is not None:
+            uploader.drain()
+
     def request(self, message):
         """Send a message the driver answers (``StorageRequest``, ``CollectiveRequest``) and wait for its
         reply. One request at a time, so replies never cross between threads."""

@@ -59,18 +59,12 @@ class Uploader:
 
 
 def _report_error(session, exc: BaseException) -> None:
-    from rafter._worker.bootstrap import exception_record
+    from rafter._worker.records import exception_record
 
     try:
         session.send(msg.Errored(session.spec.rank, dict(exception_record(exc, "checkpoint upload"), exit_code=None)))
     except OSError:
         pass
-
-
-def drain(session) -> None:
-    uploader = getattr(session, "uploader", None)
-    if uploader is not None:
-        uploader.drain()
 
 
 def _in_run_folder(path: str, run_path: str) -> bool:
@@ -130,7 +124,7 @@ def report(session, index: int, metrics: dict, checkpoint: Any, dir_name: Option
             send(None)
         return
     if upload_fn is not None:
-        drain(session)
+        session.drain_uploads()
         uploaded = upload_fn(checkpoint, dir_name or f"checkpoint_report_{index + 1}")
         if not isinstance(uploaded, Checkpoint):
             raise TypeError(
@@ -139,12 +133,12 @@ def report(session, index: int, metrics: dict, checkpoint: Any, dir_name: Option
             )
         send(_in_place(session, uploaded, index, "checkpoint_upload_fn=..."))
     elif mode is CheckpointUploadMode.NO_UPLOAD:
-        drain(session)
+        session.drain_uploads()
         send(_in_place(session, checkpoint, index, "checkpoint_upload_mode=NO_UPLOAD"))
     elif mode is CheckpointUploadMode.ASYNC and not getattr(session.channel, "in_process", False):
         if uploader is None:
             uploader = session.uploader = Uploader(session)
         uploader.submit(lambda: send(upload()))
     else:
-        drain(session)
+        session.drain_uploads()
         send(upload())

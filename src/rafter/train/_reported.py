@@ -67,9 +67,7 @@ def get_all_reported_checkpoints(
             f"rafter.train.get_all_reported_checkpoints(timeout_s={timeout_s!r}): expected seconds >= 0 or None."
         )
     session = require_session("get_all_reported_checkpoints")
-    from rafter._worker.uploads import drain
-
-    drain(session)  # this rank's ASYNC uploads first: their checkpoints are what the caller waits for
+    session.drain_uploads()  # this rank's ASYNC uploads first: their checkpoints are what the caller waits for
     from rafter._worker import messages as msg
 
     reply = session.request(msg.CheckpointsRequest(session.spec.rank, session.report_index, timeout_s))
