@@ -27,8 +27,10 @@ def scalars(logdir, tag):
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
-def test_tensorboard_and_mlflow_record_rank_0_metrics(tmp_path):
+def test_tensorboard_and_mlflow_record_rank_0_metrics(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the callback sets it too; monkeypatch restores it
 
     uri = f"file://{tmp_path}/mlruns"
     tb = TensorBoardCallback(logdir=str(tmp_path / "tb"))
