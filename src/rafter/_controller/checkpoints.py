@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from rafter import _run_folder as rf
 from rafter._storage import Appender, Storage
-from rafter.train._errors import TrainingFailedError
+from rafter.train._errors import FailureKind, TrainingFailedError
 
 logger = logging.getLogger("rafter")
 
@@ -122,7 +122,7 @@ class CheckpointManager:
                 f"{'; '.join(conflicts[:5])}{' ...' if len(conflicts) > 5 else ''}. Committing either would lose "
                 f"the other rank's data, so nothing was committed. Give each rank's files their own names, e.g. "
                 f"f\"model_rank{{train.get_context().get_world_rank()}}.pt\", or write the file on rank 0 only.",
-                kind="checkpoint", attempt_errors=[])
+                kind=FailureKind.CHECKPOINT, attempt_errors=[])
         return files
 
     def commit(self, index: int, staged: Dict[int, dict], metrics: Dict[str, Any]) -> dict:

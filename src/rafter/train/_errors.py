@@ -32,6 +32,7 @@ class FailureKind(enum.StrEnum):
     PLACEMENT = "placement"  # the backend could not place or start the attempt's workers
     INTERRUPTED = "interrupted"  # Ctrl-C (KeyboardInterrupt) in the driver
     INTERNAL = "internal"  # rafter's driver failed (see the chained exception)
+    CHECKPOINT = "checkpoint"  # ranks sent different files under one name into a checkpoint
 
 
 def _kind(kind: str) -> Any:
