@@ -71,6 +71,26 @@ def test_metrics_only_reports_hold_nothing_back(storage):
     assert not m._pending and not m._rank0
 
 
+def test_a_checkpoint_waits_for_the_slowest_rank_whatever_order_the_ranks_report_in(storage):
+    import random
+
+    rng = random.Random(16)
+    m = manager(storage)
+    m.begin_attempt(1, world_size=3)
+    made = [0, 0, 0]
+    committed = []
+    while min(made) < 4:
+        rank = rng.choice([r for r in range(3) if made[r] < 4])
+        index = made[rank]
+        made[rank] += 1
+        staged = stage(storage, 1, index, rank, {f"r{rank}.bin": bytes([rank])}) if index % 2 else None
+        got = m.on_report(rank, index, {"step": index} if rank == 0 else None, staged)
+        committed += [entry["name"] for entry in got]
+        assert m._done == min(made) - 1  # the last report every rank has made, kept without a scan
+        assert len(committed) == len([i for i in (1, 3) if i < min(made)])  # committed once all made it
+    assert committed == ["checkpoint_000001", "checkpoint_000002"] and not m._rank0
+
+
 def test_different_bytes_under_one_name_is_an_error_naming_path_and_ranks(storage):
     m = manager(storage)
     m.begin_attempt(1, world_size=3)

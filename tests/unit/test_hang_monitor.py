@@ -50,3 +50,26 @@ def test_a_start_up_that_never_ends_is_a_hang_and_the_group_is_stopped(tmp_path)
     m = monitor(tmp_path, timeout=2)
     decision = m.tick(time.time() + BEFORE_FIRST_REPORT_S + 1)
     assert isinstance(decision, Stop) and decision.ranks is None
+
+
+
+def test_only_a_running_rank_silent_past_the_timeout_is_a_hang(tmp_path):
+    """The monitor reads only the least recent progress (a tick costs O(1) in ranks): progress moves a rank
+    to the back, and a rank that finished or exited is no longer watched."""
+    m = monitor(tmp_path, timeout=2)
+    for rank in (0, 1):
+        m.on_event(ev.Hello(rank, 100 + rank, "h", time.time()))
+    m.on_event(ev.Reported(0, 0, {}, None, time.time()))
+    assert list(m.watched) == [1, 0]  # rank 1 has gone longest without progress
+    m.view.outcomes[1].finished = True  # as the controller records it before the monitors see the event
+    m.on_event(ev.Finished(1, b"", time.time()))
+    assert list(m.watched) == [0]
+    assert m.tick(time.time() + 1) is None
+    assert isinstance(m.tick(time.time() + 3), Stop)  # rank 0, still running, went silent
+    m = monitor(tmp_path, timeout=2)
+    m.on_event(ev.Hello(0, 100, "h", time.time()))
+    m.on_event(ev.Hello(1, 101, "h", time.time()))
+    for rank in (0, 1):
+        m.view.outcomes[rank].exit_time = time.time()
+        m.on_event(ev.Exited(rank, 0, None, time.time()))
+    assert not m.watched and m.tick(time.time() + 30) is None  # nobody running: nothing can hang

@@ -99,11 +99,17 @@ class GroupBase:
     def __init__(self, ranks: Dict[int, RankState]) -> None:
         self._ranks = ranks
         self._rdzv: Optional[msg.Rendezvous] = None
+        # Kept as ranks change state, so that a turn of the driver's loop costs O(events), not O(ranks).
+        self._sorted: List[int] = sorted(ranks)
+        self._gone = 0  # ranks whose worker has exited (every rank starts alive)
+        self._exiting: Dict[int, RankState] = {}  # ranks whose Exited is held back (see _flush_exits)
 
     # -- queries -------------------------------------------------------------------------------
     @property
     def ranks(self) -> List[int]:
-        return sorted(self._ranks)
+        if len(self._sorted) != len(self._ranks):  # a subclass added or removed ranks
+            self._sorted = sorted(self._ranks)
+        return self._sorted
 
     def spec(self, rank: int) -> WorkerSpec:
         return self._ranks[rank].spec
@@ -118,7 +124,7 @@ class GroupBase:
         return self._ranks[rank].output.lines()
 
     def all_exited(self) -> bool:
-        return all(not s.alive and s.pending_exit is None for s in self._ranks.values())
+        return self._gone >= len(self._ranks) and not self._exiting
 
     # -- control -------------------------------------------------------------------------------
     def kill(self, ranks: Optional[List[int]] = None, reason: str = "stopped by rafter",
@@ -157,6 +163,8 @@ class GroupBase:
         if not state.alive:
             return
         state.alive = False
+        self._gone += 1
+        self._exiting[state.spec.rank] = state
         now = time.time()
         state.pending_exit = ev.Exited(
             rank=state.spec.rank,
@@ -171,11 +179,14 @@ class GroupBase:
 
     def _flush_exits(self, out: List[object]) -> None:
         """Hand over each ``Exited`` once its rank's output is drained, or after the grace period."""
+        if not self._exiting:
+            return
         now = time.time()
-        for state in self._ranks.values():
-            if state.pending_exit is not None and (self._output_done(state) or now >= state.exit_deadline):
+        for rank, state in list(self._exiting.items()):
+            if self._output_done(state) or now >= state.exit_deadline:
                 out.append(state.pending_exit)
                 state.pending_exit = None
+                del self._exiting[rank]
 
     def _dispatch(self, rank: int, message, out: List[object]) -> None:
         """A worker's message: an event for the controller, or rank 0's store address, which goes to every

@@ -47,6 +47,10 @@ class CheckpointManager:
         self.world_size = 0
         self.attempt = 0
         self._last: Dict[int, int] = {}  # rank -> index of its latest report in this attempt
+        # How many ranks have each latest index (-1: none yet), and the smallest of those: the last report every
+        # rank has made. Kept per report, so a report costs O(1) however many ranks there are.
+        self._at: Dict[int, int] = {}
+        self._done = -1
         self._pending: Dict[int, Dict[int, dict]] = {}  # index -> {rank: staged} until every rank reported
         self._rank0: Dict[int, Dict[str, Any]] = {}
         self._warned_unscored = False
@@ -62,24 +66,44 @@ class CheckpointManager:
     def begin_attempt(self, attempt: int, world_size: int) -> None:
         self.attempt, self.world_size = attempt, world_size
         self._last.clear()
+        self._at = {-1: world_size} if world_size else {}
+        self._done = -1
         self._pending.clear()
         self._rank0.clear()
 
     def on_report(self, rank: int, index: int, metrics: Optional[dict], staged: Optional[dict]) -> List[dict]:
         """Record one rank's report; returns the checkpoints it completed and that were committed."""
-        self._last[rank] = index
+        self._advance(rank, index)
         if staged:
             self._pending.setdefault(index, {})[rank] = staged
         if metrics is not None:
             self._rank0[index] = metrics
             if len(self._rank0) > RANK0_METRICS_KEPT:
                 del self._rank0[next(iter(self._rank0))]
-        done = min(self._last.get(r, -1) for r in range(self.world_size)) if self.world_size else index
+        done = self._done if self.world_size else index
         committed = [self.commit(i, self._pending.pop(i), self._rank0.get(i, {}))
-                     for i in sorted(i for i in self._pending if i <= done)]
-        for i in [i for i in self._rank0 if i <= done]:
-            del self._rank0[i]
+                     for i in sorted(i for i in self._pending if i <= done)] if self._pending else []
+        while self._rank0 and next(iter(self._rank0)) <= done:  # held in report order
+            del self._rank0[next(iter(self._rank0))]
         return committed
+
+    def _advance(self, rank: int, index: int) -> None:
+        old = self._last.get(rank, -1)
+        self._last[rank] = index
+        if not self.world_size or rank >= self.world_size or old == index:
+            return
+        left = self._at.get(old, 0) - 1
+        if left > 0:
+            self._at[old] = left
+        else:
+            self._at.pop(old, None)
+        self._at[index] = self._at.get(index, 0) + 1
+        if index < self._done:
+            self._done = index
+        elif self._at and self._done not in self._at:
+            top = max(self._done, index)
+            while self._done not in self._at and self._done < top:  # steps once per report index, in all
+                self._done += 1
 
     def end_attempt(self, succeeded: bool) -> List[dict]:
         """Checkpoints some ranks reported and others never did: committed with a warning when every rank

@@ -75,9 +75,17 @@ class _Attempt:
         self.stopping = False  # the others were told to stop after the first failure
         self.return_value: Any = None
         self.monitors: List[Any] = []
+        self._failed: Dict[int, None] = {}  # the failed ranks, kept by note() (a loop turn must not scan all)
+
+    def note(self, rank: int) -> None:
+        """After an event of ``rank``: keep the set of failed ranks current."""
+        if self.outcomes[rank].failed:
+            self._failed.setdefault(rank)
+        else:
+            self._failed.pop(rank, None)
 
     def failed_ranks(self) -> List[int]:
-        return [r for r, o in self.outcomes.items() if o.failed]
+        return list(self._failed)
 
     def succeeded(self) -> bool:
         return all(o.finished for o in self.outcomes.values())
@@ -254,7 +262,8 @@ class Controller:
     def _run_attempt(self, group: WorkerGroup, number: int, state: RunState, callbacks) -> _Attempt:
         attempt = _Attempt(number, group)
         view = AttemptView(number, group, attempt.outcomes, self.run_config, self.scaling, self.timeout_s,
-                           run_state=state, _first_failure=lambda: attempt.first_failure)
+                           run_state=state, _first_failure=lambda: attempt.first_failure,
+                           _failed_ranks=attempt.failed_ranks)
         try:
             attempt.monitors = [m(view) for m in self.monitors]
             while not group.all_exited():
@@ -337,6 +346,7 @@ class Controller:
             outcome.evidence.update(event.evidence)  # e.g. the Ray backend's lost_node
         elif isinstance(event, ev.StorageRequest):
             self._serve_storage(event, attempt, state)
+        attempt.note(event.rank)
         for monitor in attempt.monitors:
             self._apply(monitor.on_event(event), attempt)
 

@@ -37,10 +37,13 @@ class AttemptView:
     timeout_s: Optional[float] = None  # the process group's collective timeout
     run_state: Any = None  # the run folder's record (committed checkpoints), for monitors that answer workers
     _first_failure: Any = None  # callable -> time of the attempt's first failure, or None
+    _failed_ranks: Any = None  # callable -> the failed ranks, kept by the controller (else: a scan)
 
     @property
     def first_failure(self) -> Optional[float]:
         return self._first_failure() if self._first_failure is not None else None
 
     def failed_ranks(self) -> List[int]:
+        if self._failed_ranks is not None:
+            return self._failed_ranks()
         return [r for r, o in self.outcomes.items() if o.failed]

@@ -67,6 +67,9 @@ class HangMonitor:
         self.explicit: Optional[float] = view.run_config.hang_timeout_s
         self.start = time.time()
         self.last: Dict[int, float] = {}  # a rank's clock starts when it says hello (start-up is not a hang)
+        # The ranks still running, least recent progress first (re-inserted on each event): a tick reads
+        # only the first one, so it costs O(1) however many ranks there are.
+        self.watched: Dict[int, float] = {}
         self.max_gap: Optional[float] = None
         self.fired = False
 
@@ -80,6 +83,10 @@ class HangMonitor:
                 gap = now - self.last[event.rank]
                 self.max_gap = gap if self.max_gap is None else max(self.max_gap, gap)
         self.last[event.rank] = now
+        self.watched.pop(event.rank, None)
+        outcome = self.view.outcomes[event.rank]
+        if not outcome.finished and outcome.exit_time is None:
+            self.watched[event.rank] = now
 
     @property
     def timeout(self) -> float:
@@ -89,12 +96,9 @@ class HangMonitor:
         if self.fired or self.view.first_failure is not None:
             return None
         timeout = self.timeout
-        stuck = [r for r, t in self.last.items()
-                 if now - t > timeout and not self.view.outcomes[r].finished
-                 and self.view.outcomes[r].exit_time is None]
-        unstarted = [r for r in self.group.ranks if r not in self.last]
-        if unstarted and now - self.start > max(timeout, BEFORE_FIRST_REPORT_S):
-            stuck += unstarted  # a start-up that never ends is a hang too
+        stuck = bool(self.watched) and now - next(iter(self.watched.values())) > timeout
+        if len(self.last) < len(self.group.ranks) and now - self.start > max(timeout, BEFORE_FIRST_REPORT_S):
+            stuck = True  # a start-up that never ends is a hang too
         if not stuck:
             return None
         self.fired = True
