@@ -8,15 +8,23 @@ planted in a run folder is refused, never written through.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 from typing import Any, Dict, Iterator, List, Optional
 
 CHUNK = 1 << 20
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+FICLONE = 0x40049409  # linux/fs.h: share a file's extents copy-on-write (XFS, Btrfs, bcachefs, OCFS2)
+# When the staging can't take the file's blocks as they are (another filesystem, no reflinks, no
+# permission), it copies: these errors say "not here", any other is a real failure.
+_NOT_HERE = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.ENOSYS,
+             errno.EBUSY, errno.ETXTBSY}
+_no_reflink: set = set()  # devices where FICLONE failed once (not tried again)
 
 
 def is_uri(path: str) -> bool:
@@ -179,30 +187,33 @@ class Storage:
         self.write_text_atomic(path, json.dumps(value, default=repr))
 
     # -- folders -----------------------------------------------------------------------------
-    def upload_dir(self, local_dir: str, dest: str, on_file=None) -> Dict[str, Dict[str, Any]]:
-        """Copy a local folder's files into ``dest``, hashing them on the way (one read pass).
+    def upload_dir(self, local_dir: str, dest: str, on_file=None, consume: bool = False) -> Dict[str, Dict[str, Any]]:
+        """Put a local folder's files into ``dest``, hashing them on the way (one read pass).
+
+        Local storage takes the files' blocks without copying them where it can: ``consume=True`` (the caller
+        deletes ``local_dir`` afterwards) renames each file into ``dest`` when both are on one filesystem;
+        otherwise each file is cloned copy-on-write (FICLONE) where the filesystem can. Everything else is
+        copied. Hard links are never used: a later ``torch.save`` to the same path opens the file with
+        O_TRUNC and rewrites that inode in place, which would change a committed checkpoint through the link
+        (a clone or a rename leaves nothing shared that the user can still write).
 
         Returns the manifest ``{relative path: {"size": bytes, "sha256": hex}}``."""
         manifest: Dict[str, Dict[str, Any]] = {}
-        for base, _dirs, files in os.walk(local_dir):
+        walk = list(os.walk(local_dir))
+        if consume and any(os.path.islink(os.path.join(base, name)) for base, _dirs, files in walk for name in files):
+            consume = False  # a link may point at a file moved before it: copy all, as the user's folder says
+        for base, _dirs, files in walk:
             rel = os.path.relpath(base, local_dir)
             target = dest if rel == "." else self.join_path(dest, rel)
             self.makedirs(target)
             for name in sorted(files):
                 src = os.path.join(base, name)
                 out = self.join_path(target, name)
-                digest, size = hashlib.sha256(), 0
-                with open(src, "rb") as fin:
-                    fout = os.fdopen(open_fd(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") if self.local \
-                        else self.fs.open(out, "wb")
-                    with fout:
-                        while True:
-                            chunk = fin.read(CHUNK)
-                            if not chunk:
-                                break
-                            digest.update(chunk)
-                            fout.write(chunk)
-                            size += len(chunk)
+                if self.local:
+                    digest, size = _stage_local(src, out, consume)
+                else:
+                    with open(src, "rb") as fin, self.fs.open(out, "wb") as fout:
+                        digest, size = _copy(fin, fout)
                 key = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
                 manifest[key] = {"size": size, "sha256": digest.hexdigest()}
                 if on_file is not None:
@@ -261,6 +272,64 @@ class Storage:
                 shutil.rmtree(path, ignore_errors=True)
         elif self.fs.exists(path):
             self.fs.rm(path, recursive=True)
+
+
+def _copy(fin, fout):
+    digest, size = hashlib.sha256(), 0
+    while True:
+        chunk = fin.read(CHUNK)
+        if not chunk:
+            return digest, size
+        digest.update(chunk)
+        fout.write(chunk)
+        size += len(chunk)
+
+
+def _hash(path: str):
+    digest, size = hashlib.sha256(), 0
+    with os.fdopen(open_fd(path, os.O_RDONLY), "rb") as f:
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                return digest, size
+            digest.update(chunk)
+            size += len(chunk)
+
+
+def _stage_local(src: str, out: str, consume: bool):
+    """One file into a local staging folder (see ``Storage.upload_dir``): (sha256, size) of what ``out`` holds.
+
+    Crash safety is the copy's: ``out`` lies in a staging folder that nothing lists until the driver commits
+    it, and a crash part-way leaves only files the next start removes. A renamed file has left the user's
+    folder, which the caller was about to delete anyway. The hash is read from ``out``, which the user can no
+    longer change, so the manifest says what was staged even if the user's file is rewritten meanwhile."""
+    st = os.lstat(src)
+    regular = stat.S_ISREG(st.st_mode)  # a link or a special file is copied (its content, as open() reads it)
+    if consume and regular:
+        if os.path.lexists(out):
+            raise FileExistsError(errno.EEXIST, "a file staged twice", out)
+        try:
+            os.rename(src, out)
+            return _hash(out)
+        except OSError as exc:
+            if exc.errno not in _NOT_HERE:
+                raise
+    with open(src, "rb") as fin:
+        fd = open_fd(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as fout:
+            devices = (st.st_dev, os.fstat(fd).st_dev)
+            if regular and st.st_size and devices not in _no_reflink:
+                import fcntl
+
+                try:
+                    fcntl.ioctl(fd, FICLONE, fin.fileno())
+                    fout.close()
+                    return _hash(out)
+                except OSError as exc:
+                    if exc.errno not in _NOT_HERE:
+                        raise
+                    _no_reflink.add(devices)
+            return _copy(fin, fout)
 
 
 class Appender:

@@ -1,5 +1,5 @@
-"""A worker's half of ``report(metrics, checkpoint=...)``: copy this rank's files into its own staging folder
-for that report, hashing them on the way. The driver merges the ranks' folders and publishes the checkpoint
+"""A worker's half of ``report(metrics, checkpoint=...)``: put this rank's files into its own staging folder
+for that report (moved, cloned or copied: see ``Storage.upload_dir``), hashing them on the way. The driver merges the ranks' folders and publishes the checkpoint
 once every rank's report has arrived (``rafter._controller.checkpoints``).
 """
 
@@ -13,8 +13,9 @@ from rafter._worker import faults
 from rafter._worker.driver_copy import copy_via_driver
 
 
-def stage_checkpoint(session, checkpoint, index: int, dir_name=None) -> dict:
-    """Returns ``{"staging": folder, "files": manifest, "rank": r}`` for the report message."""
+def stage_checkpoint(session, checkpoint, index: int, dir_name=None, consume: bool = False) -> dict:
+    """Returns ``{"staging": folder, "files": manifest, "rank": r}`` for the report message. ``consume``: the
+    caller deletes the checkpoint's folder afterwards, so its files may be moved rather than copied."""
     from rafter.train._checkpoint import Checkpoint
 
     if isinstance(checkpoint, (str, os.PathLike)):
@@ -38,5 +39,6 @@ def stage_checkpoint(session, checkpoint, index: int, dir_name=None) -> dict:
             files = copy_via_driver(session, "upload", local_dir, staging)
             faults.hit("upload", report=index)  # files staged, report not yet sent
         else:
-            files = storage.upload_dir(local_dir, staging, on_file=lambda: faults.hit("upload", report=index))
+            files = storage.upload_dir(local_dir, staging, on_file=lambda: faults.hit("upload", report=index),
+                                       consume=consume)
     return {"staging": staging, "files": files, "rank": spec.rank, "dir_name": dir_name}

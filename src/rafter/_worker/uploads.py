@@ -102,9 +102,13 @@ def report(session, index: int, metrics: dict, checkpoint: Any, dir_name: Option
     def send(staged) -> None:
         session.send_report(index, metrics, staged)
 
+    # The folder is deleted after the upload: its files may move into the staging (no copy) instead.
+    consume = bool(checkpoint is not None and delete_local and checkpoint._storage.local
+                   and not _in_run_folder(checkpoint.path, session.spec.run_path))
+
     def upload() -> dict:
         try:
-            staged = stage_checkpoint(session, checkpoint, index, dir_name)
+            staged = stage_checkpoint(session, checkpoint, index, dir_name, consume=consume)
         except OSError as exc:
             what = f"file {exc.filename}" if getattr(exc, "filename", None) else f"checkpoint {checkpoint.path}"
             raise RuntimeError(
@@ -113,7 +117,7 @@ def report(session, index: int, metrics: dict, checkpoint: Any, dir_name: Option
                 f"the checkpoint folder until the upload is done: create it with tempfile.mkdtemp() (rafter deletes "
                 f"it after the upload) rather than inside `with tempfile.TemporaryDirectory()`."
             ) from exc
-        if delete_local and checkpoint._storage.local and not _in_run_folder(checkpoint.path, session.spec.run_path):
+        if consume:
             shutil.rmtree(checkpoint.path, ignore_errors=True)
         return staged
 
