@@ -56,6 +56,22 @@ def _start_driver(tmp_path):
     return proc, [psutil.Process(p) for p in pids], time.monotonic() - started
 
 
+def _read_until(proc, needle, timeout=60):
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout.fileno(), selectors.EVENT_READ)
+    text, deadline = "", time.monotonic() + timeout
+    try:
+        while needle not in text:
+            assert time.monotonic() < deadline, f"no {needle!r} in time: {text}"
+            if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                assert chunk, f"driver exited before {needle!r}: {text}"
+                text += chunk.decode()
+    finally:
+        sel.close()
+    return text
+
+
 def bound(seconds, startup):
     """``seconds`` on an idle machine; on a loaded one, stopping may take as long as starting took."""
     return max(seconds, startup)
@@ -80,11 +96,15 @@ def test_driver_sigkill_leaves_no_worker(tmp_path):
     assert time.monotonic() - t0 < limit + 0.5
 
 
-def test_ctrl_c_stops_all_workers_within_2s(tmp_path):
+def test_ctrl_c_twice_stops_all_workers_within_2s(tmp_path):
+    """The first Ctrl-C gives the workers their preemption window (tests/integration/test_preemption.py);
+    the second stops everything at once."""
     proc, workers, startup = _start_driver(tmp_path)
     everything = _all_processes_of(proc)
-    t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C: the driver's process group
+    _read_until(proc, "press Ctrl-C again")
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
     out = proc.communicate(timeout=10)[0].decode()
     elapsed = time.monotonic() - t0
     gone, alive = psutil.wait_procs(everything[1:], timeout=0.5)

@@ -8,10 +8,11 @@ EXPORTED = {
     "rafter": ["__version__", "train"],
     "rafter.train": [
         "Callback", "Checkpoint", "CheckpointConfig", "CheckpointConsistencyMode", "CheckpointUploadMode",
-        "ControllerError", "DataConfig", "FailureConfig", "LoggingConfig", "ReportedCheckpoint",
-        "ReportedCheckpointStatus", "Result", "RunConfig", "ScalingConfig", "TRAIN_DATASET_KEY", "TrainContext",
-        "TrainingFailedError", "UserCallback", "WorkerGroupError", "collective", "get_all_reported_checkpoints",
-        "get_checkpoint", "get_context", "get_dataset_shard", "report", "torch",
+        "ControllerError", "DataConfig", "FailureConfig", "LoggingConfig", "PreemptionError", "PreemptionInfo",
+        "ReportedCheckpoint", "ReportedCheckpointStatus", "Result", "RunConfig", "ScalingConfig", "TRAIN_DATASET_KEY",
+        "TrainContext", "TrainingFailedError", "UserCallback", "WorkerGroupError", "collective",
+        "get_all_reported_checkpoints", "get_checkpoint", "get_context", "get_dataset_shard", "get_preemption_info",
+        "report", "torch",
     ],
     "rafter.train.torch": [
         "TorchConfig", "TorchTrainer", "autocast_dtype", "choose_autocast_dtype", "enable_reproducibility",

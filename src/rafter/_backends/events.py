@@ -18,15 +18,16 @@ from rafter._worker.messages import (
     Errored,
     Finished,
     Hello,
+    PreemptNotice,
     Reported,
     StorageRequest,
 )
 
-__all__ = ["CheckpointsRequest", "CollectiveRequest", "DatasetRequest", "Errored", "Exited", "Finished", "Hello", "Reported",
-           "StorageRequest", "from_message"]
+__all__ = ["CheckpointsRequest", "CollectiveRequest", "DatasetRequest", "Errored", "Exited", "Finished", "Hello",
+           "PreemptNotice", "Reported", "StorageRequest", "from_message"]
 
 _WORKER_EVENTS = (Hello, Reported, Finished, Errored, StorageRequest, CollectiveRequest, DatasetRequest,
-                  CheckpointsRequest)
+                  CheckpointsRequest, PreemptNotice)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Optional
 
-from rafter._cli.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, ConfigError
+from rafter._cli.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, ConfigError
 from rafter._cli.jobfile import Job, load_job
 
 
@@ -149,13 +149,16 @@ def _fit(job: Job, args) -> int:
         print(f"\nrafter: interrupted; every worker was stopped. What was saved is in {run_path}", file=sys.stderr)
         return 130
     elapsed = time.time() - start
-    status = "failed" if error is not None else "finished"
+    preempted = getattr(error, "kind", None) == "preempted"
+    status = "preempted" if preempted else "failed" if error is not None else "finished"
     if error is not None:
-        print(f"rafter: the run failed.\n{error}", file=sys.stderr)
+        print(f"rafter: the run {'was preempted' if preempted else 'failed'}.\n{error}", file=sys.stderr)
     if args.json:
         print_json(result_json(result, status=status, error=error, elapsed_s=elapsed), real_stdout)
     if human is not None:
         human.write(describe(result, status=status, error=error, elapsed_s=elapsed) + "\n")
         human.write(f"  see again:    rafter results {result.path}\n")
         human.flush()
+    if preempted:
+        return EXIT_PREEMPTED
     return EXIT_FAILED if error is not None else EXIT_OK

@@ -10,6 +10,7 @@ import yaml
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped from outside (SIGTERM, a first Ctrl-C); run the same job again to resume
 
 
 class ConfigError(Exception):

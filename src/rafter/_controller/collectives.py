@@ -21,6 +21,7 @@ class CollectiveHub:
 
     def __init__(self, view) -> None:
         self._group = view.group
+        self._answers = view.answers  # ops the driver answers itself (get_preemption_info)
         self._ranks = list(view.group.ranks)
         self._pending: Dict[int, Dict[int, Tuple[str, Optional[bytes]]]] = {}
         self._finished: Dict[int, int] = {}  # rank -> number of collective calls it made before returning
@@ -60,7 +61,11 @@ class CollectiveHub:
             )
             self._reply(calls, (seq, None, error))
             return
-        data = calls[min(calls)][1] if ops == {"broadcast_from_rank_zero"} else None
+        (op,) = ops
+        if op in self._answers:
+            data = self._answers[op]()
+        else:
+            data = calls[min(calls)][1] if op == "broadcast_from_rank_zero" else None
         self._reply(calls, (seq, data, None))
 
     def _fail_waiting(self, seq: int, gone) -> None:

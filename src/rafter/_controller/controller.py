@@ -32,6 +32,7 @@ from rafter._controller.callbacks import notify, notify_committed, notify_report
 from rafter._controller.checkpoints import CheckpointConflictError
 from rafter._controller.collectives import CollectiveHub
 from rafter._controller.failure_policy import should_retry
+from rafter._controller.preemption import PREEMPTED_REASON, DriverSignals, Preemption, PreemptionMonitor
 from rafter._controller.run_state import RunState
 from rafter._controller.storage_check import check_storage
 from rafter._controller.user_callbacks import UserCallbacks, rafter_callbacks, worker_exceptions
@@ -47,7 +48,7 @@ from rafter._util.pickling import dumps_payload
 from rafter._worker import messages as msg
 from rafter._worker.spec import WorkerSpec
 from rafter.train._config import RunConfig, ScalingConfig
-from rafter.train._errors import ControllerError, FailureKind, TrainingFailedError
+from rafter.train._errors import ControllerError, FailureKind, PreemptionError, TrainingFailedError
 from rafter.train._result import Result
 
 logger = logging.getLogger("rafter")
@@ -125,6 +126,7 @@ class Controller:
         self.phase = RunPhase.PREPARING
         self.attempt_errors: List[str] = []  # first line of each failed attempt's error
         self._start = 0.0
+        self.preemption = Preemption(run_config.failure_config.preemption_grace_s)
 
     # ------------------------------------------------------------------------------------------
     def fit(self) -> Result:
@@ -148,7 +150,8 @@ class Controller:
         error: Optional[TrainingFailedError] = None
         try:
             self.backend.start(self.scaling.use_gpu)
-            return_value = self._attempts(state, payload, num_threads, callbacks)
+            with DriverSignals(self.preemption):  # SIGTERM and a first Ctrl-C: a preemption notice
+                return_value = self._attempts(state, payload, num_threads, callbacks)
         except TrainingFailedError as exc:
             error = exc
             raise
@@ -172,8 +175,9 @@ class Controller:
 
     def _attempts(self, state: RunState, payload: bytes, num_threads: int, callbacks) -> Any:
         """Run attempts until one succeeds (its rank 0's return value) or the run must end (raises)."""
-        failures = 0
+        failures = preemptions = 0
         max_failures = self.run_config.failure_config.max_failures
+        max_preemptions = self.run_config.failure_config.max_preemption_failures
         while True:
             self.phase = RunPhase.STARTING
             number = state.begin_attempt(self.scaling.num_workers)
@@ -195,6 +199,18 @@ class Controller:
             if attempt.succeeded():
                 notify_committed(callbacks, state, state.end_attempt(None))
                 return attempt.return_value
+            preempted = self._preemption_error(attempt, state, preemptions + 1, max_preemptions)
+            if preempted is not None:
+                state.end_attempt(preempted.first_line)
+                if self.preemption.driver_reason is not None or \
+                        (max_preemptions != -1 and preemptions + 1 > max_preemptions):
+                    raise preempted
+                preemptions += 1
+                logger.warning("Attempt %d: %s Restarting all %d workers from %s (preemption %d of %s allowed).",
+                               number, preempted.first_line, self.scaling.num_workers,
+                               state.latest_checkpoint_path or "the beginning (no checkpoint yet)", preemptions,
+                               "unlimited" if max_preemptions == -1 else max_preemptions)
+                continue
             failures += 1
             verdict = build_verdict(
                 [attempt.outcomes[r] for r in sorted(attempt.outcomes)],
@@ -216,6 +232,40 @@ class Controller:
                 state.latest_checkpoint_path or "the beginning (no checkpoint yet)", failures,
                 "unlimited" if max_failures == -1 else max_failures,
             )
+
+    def _preemption_error(self, attempt: "_Attempt", state: RunState, number: int,
+                          allowed: int) -> Optional[PreemptionError]:
+        """The attempt ended for a preemption (rafter stopped it for one, or a rank that had a notice died),
+        described; None when it failed for another reason."""
+        p = self.preemption
+        if p.noticed_at is None:
+            return None
+        failed = attempt.failed_ranks()
+        stopped = [r for r in failed if (attempt.outcomes[r].kill_reason or "").startswith(PREEMPTED_REASON)]
+        if not stopped and not set(failed) & p.worker_ranks:
+            return None
+        monitor = attempt.monitors[0]
+        info = p.info(monitor.nodes())
+        saved = monitor.saved
+        when = time.strftime("%H:%M:%S", time.localtime(p.noticed_at))
+        how = (f"the workers were stopped after their just-in-time checkpoint, "
+               f"{time.time() - p.noticed_at:.1f} s after the notice" if saved else
+               f"the workers reported no checkpoint in the {p.window_s:.0f} s window and were stopped at its end")
+        checkpoint = state.latest_checkpoint_path
+        lines = [f"Preempted: {info.reason} at {when}; {how}.",
+                 f"Latest checkpoint: {checkpoint or 'none yet (the run will start from the beginning)'}."]
+        if p.driver_reason is not None:
+            lines.append("Run the same script again (same RunConfig(name, storage_path)) to resume from it.")
+        elif allowed != -1 and number > allowed:
+            lines.append(f"FailureConfig(max_preemption_failures={allowed}) allows no more restarts after a "
+                         f"preemption; raise it (-1: unlimited) to restart from the latest checkpoint.")
+        if not saved:
+            lines.append("To save work on a preemption, call rafter.train.get_preemption_info() in the training "
+                         "loop and report a checkpoint when it is not None (FailureConfig(preemption_grace_s=...) "
+                         "sets the window).")
+        lines += ["", f"Full logs: {state.log_dir}/rank_<N>.log"]
+        return PreemptionError("\n".join(lines), preemption_info=info, drain_timed_out=not saved,
+                               attempt_errors=list(self.attempt_errors), log_dir=state.log_dir)
 
     def _error(self, kind: FailureKind, what: str, state: RunState) -> ControllerError:
         lines = [what]
@@ -265,7 +315,9 @@ class Controller:
                            run_state=state, _first_failure=lambda: attempt.first_failure,
                            _failed_ranks=attempt.failed_ranks)
         try:
-            attempt.monitors = [m(view) for m in self.monitors]
+            preemption = PreemptionMonitor(view, self.preemption)
+            view.answers["get_preemption_info"] = preemption.info_bytes
+            attempt.monitors = [preemption] + [m(view) for m in self.monitors]
             while not group.all_exited():
                 for event in group.poll(POLL_S):
                     self._handle(event, attempt, state, callbacks)

@@ -235,7 +235,7 @@ class RunState:
 
     def finish(self, verdict) -> Result:
         """Record the run's end (finished, or failed with ``verdict``); returns the Result for ``on_end``."""
-        status = "failed" if verdict else "finished"
+        status = ("preempted" if getattr(verdict, "kind", None) == "preempted" else "failed") if verdict else "finished"
         self._sync_metrics()
         self.invocations[-1].update(end=time.time(), status=status)
         self._save(status, verdict.first_line if verdict else None)

@@ -38,6 +38,7 @@ class AttemptView:
     run_state: Any = None  # the run folder's record (committed checkpoints), for monitors that answer workers
     _first_failure: Any = None  # callable -> time of the attempt's first failure, or None
     _failed_ranks: Any = None  # callable -> the failed ranks, kept by the controller (else: a scan)
+    answers: Dict[str, Any] = field(default_factory=dict)  # collective op -> callable giving the driver's answer
 
     @property
     def first_failure(self) -> Optional[float]:

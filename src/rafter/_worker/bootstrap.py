@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-from rafter._worker import collectives
+from rafter._worker import collectives, preemption
 from rafter._worker import messages as msg
 from rafter._worker.channel import Channel
 from rafter._worker.records import exception_record
@@ -117,6 +117,8 @@ def run_worker(spec: WorkerSpec, channel: Channel, payload: Optional[bytes] = No
     comes as the channel's first message."""
     phase = "setup"
     try:
+        # First, while this is the only thread: a SIGTERM is a notice (every later thread inherits the mask).
+        preemption.arm(lambda when: channel.send(msg.PreemptNotice(spec.rank, when)))
         _apply_spec(spec)
         session = WorkerSession(spec, channel)
         set_session(session)

@@ -2,7 +2,7 @@
 
 Worker -> driver (each names its sender's ``rank``; the driver believes the channel, not the field):
     Hello, Rendezvous (rank 0 only), Reported, StorageRequest, CollectiveRequest, DatasetRequest,
-    CheckpointsRequest, Finished | Errored
+    CheckpointsRequest, PreemptNotice, Finished | Errored
 Driver -> worker:
     Payload (first, local backend), Rendezvous (to ranks other than 0),
     StorageDone, CollectiveDone, DatasetsDone and CheckpointsDone (each answers the worker's request)
@@ -95,6 +95,14 @@ class CheckpointsRequest:
     rank: int
     num_reports: int
     timeout_s: Optional[float]
+
+
+@dataclass
+class PreemptNotice:
+    """A SIGTERM reached this worker from outside rafter at ``time`` (see ``rafter._worker.preemption``)."""
+
+    rank: int
+    time: float
 
 
 @dataclass

@@ -9,7 +9,7 @@ from rafter.train._checkpoint import Checkpoint
 from rafter.train._config import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from rafter.train._context import TrainContext, get_checkpoint, get_context, get_dataset_shard, report
 from rafter.train._data_config import DataConfig
-from rafter.train._errors import ControllerError, TrainingFailedError, WorkerGroupError
+from rafter.train._errors import ControllerError, PreemptionError, TrainingFailedError, WorkerGroupError
 from rafter.train._reported import (
     CheckpointConsistencyMode,
     CheckpointUploadMode,
@@ -17,6 +17,7 @@ from rafter.train._reported import (
     ReportedCheckpointStatus,
     get_all_reported_checkpoints,
 )
+from rafter.train._preemption import PreemptionInfo, get_preemption_info
 from rafter.train._result import Result
 
 TRAIN_DATASET_KEY = "train"
@@ -31,6 +32,8 @@ __all__ = [
     "DataConfig",
     "FailureConfig",
     "LoggingConfig",
+    "PreemptionError",
+    "PreemptionInfo",
     "ReportedCheckpoint",
     "ReportedCheckpointStatus",
     "Result",
@@ -46,6 +49,7 @@ __all__ = [
     "get_checkpoint",
     "get_context",
     "get_dataset_shard",
+    "get_preemption_info",
     "report",
     "torch",
 ]

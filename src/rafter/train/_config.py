@@ -134,19 +134,35 @@ class ScalingConfig:
 })
 @dataclass
 class FailureConfig:
-    """How many worker-group failures to recover from.
+    """How many worker-group failures and preemptions to recover from.
 
     Attributes:
         max_failures: restarts allowed after a worker fails (0: none; -1: unlimited). Each restart starts
             a fresh group of workers from the latest committed checkpoint.
+        max_preemption_failures: restarts allowed after a preemption (a SIGTERM to a worker from outside
+            rafter), counted apart from ``max_failures`` (-1, the default: unlimited; 0: none).
+        relax_collectives_on_preemption: accepted for Ray Train compatibility; rafter's preempted workers
+            stay alive through the window, so every rank takes part in its checkpoint (no effect).
+        preemption_grace_s: how long the workers get, after a preemption notice (SIGTERM to the driver or
+            to a worker, a first Ctrl-C), to report a just-in-time checkpoint before they are stopped; they
+            are stopped sooner once every rank has reported one. 0 (the default) gives 30 s, the default
+            grace period of Kubernetes.
     """
 
     max_failures: int = 0
+    max_preemption_failures: int = -1
+    relax_collectives_on_preemption: bool = False
+    preemption_grace_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if not is_int(self.max_failures) or self.max_failures < -1:
-            raise ConfigValueError("FailureConfig", "max_failures", self.max_failures,
-                                   "expected an int >= 0, or -1 for unlimited", 3)
+        for name in ("max_failures", "max_preemption_failures"):
+            value = getattr(self, name)
+            if not is_int(value) or value < -1:
+                raise ConfigValueError("FailureConfig", name, value, "expected an int >= 0, or -1 for unlimited", 3)
+        check_bool("FailureConfig", "relax_collectives_on_preemption", self.relax_collectives_on_preemption)
+        if not is_number(self.preemption_grace_s) or not 0 <= self.preemption_grace_s <= 86400:
+            raise ConfigValueError("FailureConfig", "preemption_grace_s", self.preemption_grace_s,
+                                   "expected seconds between 0 and 86400", 60)
 
 
 _REPORT_IT = "report a checkpoint from the train function with rafter.train.report(metrics, checkpoint=...)"

@@ -4,6 +4,8 @@
      ├── WorkerGroupError          a worker failed (and the failure policy allows no more restarts)
      ├── ControllerError           rafter could not run a group: it could not be placed or started
      │                             (e.g. a restart after a node was lost, with no capacity left)
+     ├── PreemptionError           the run was stopped from outside (SIGTERM to the driver, a first
+     │                             Ctrl-C) or ran out of max_preemption_failures; run it again to resume
      └── (fields) kind, rank, pid, host, evidence, failures, attempt_errors, log_dir
 
 ``kind`` is a :class:`FailureKind` (a ``str``: ``err.kind == "oom"`` works). The error pickles with
@@ -31,6 +33,7 @@ class FailureKind(enum.StrEnum):
     STOPPED = "stopped"  # rafter stopped the rank (after another rank failed)
     PLACEMENT = "placement"  # the backend could not place or start the attempt's workers
     INTERRUPTED = "interrupted"  # Ctrl-C (KeyboardInterrupt) in the driver
+    PREEMPTED = "preempted"  # stopped from outside with a notice (SIGTERM, a first Ctrl-C): run again to resume
     INTERNAL = "internal"  # rafter's driver failed (see the chained exception)
     CHECKPOINT = "checkpoint"  # ranks sent different files under one name into a checkpoint
 
@@ -99,3 +102,21 @@ class ControllerError(TrainingFailedError):
     """rafter itself could not run a group of workers: it could not be placed or started (``kind``
     ``"placement"``), the driver was interrupted, or it failed. ``attempt_errors`` holds the first line of
     each earlier attempt's failure; the exception that stopped the run is chained (``__cause__``)."""
+
+
+class PreemptionError(TrainingFailedError):
+    """The run was preempted: stopped from outside with a notice (SIGTERM to the driver, a first Ctrl-C), or
+    a worker's preemption exceeded ``FailureConfig(max_preemption_failures)``. The workers had the window to
+    report a checkpoint; running the same script again (same ``RunConfig(name, storage_path)``) resumes from
+    it. ``preemption_info`` says who was preempted and the deadline; ``drain_timed_out`` is True when the
+    workers were stopped at the deadline rather than after their checkpoint (Ray Train's fields)."""
+
+    def __init__(self, message: str, *, preemption_info: Any = None, drain_timed_out: bool = False,
+                 **fields: Any) -> None:
+        fields.setdefault("kind", FailureKind.PREEMPTED)
+        super().__init__(message, **fields)
+        self.preemption_info = preemption_info
+        self.drain_timed_out = drain_timed_out
+
+    def _fields(self) -> Dict[str, Any]:
+        return dict(super()._fields(), preemption_info=self.preemption_info, drain_timed_out=self.drain_timed_out)
