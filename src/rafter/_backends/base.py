@@ -70,6 +70,9 @@ class Backend(Protocol):
 
     def check_resources(self, scaling: "ScalingConfig") -> int: ...
 
+    def capacity(self, scaling: "ScalingConfig") -> int:
+        """How many workers of this shape fit now (an elastic run sizes each attempt with it)."""
+
     def start(self, use_gpu: bool) -> None: ...
 
     def start_group(self, scaling: "ScalingConfig", template: WorkerSpec, payload: bytes,

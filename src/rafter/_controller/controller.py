@@ -31,6 +31,7 @@ from rafter._backends.base import Backend, WorkerGroup
 from rafter._controller.callbacks import notify, notify_committed, notify_report
 from rafter._controller.checkpoints import CheckpointConflictError
 from rafter._controller.collectives import CollectiveHub
+from rafter._controller import elastic
 from rafter._controller.failure_policy import should_retry
 from rafter._controller.preemption import PREEMPTED_REASON, DriverSignals, Preemption, PreemptionMonitor
 from rafter._controller.run_state import RunState
@@ -114,7 +115,8 @@ class Controller:
 
         self.train_fn = train_fn
         self.train_loop_config = train_loop_config
-        self.scaling = scaling
+        self.requested = scaling  # an elastic request keeps its (min, max); self.scaling is the current size
+        self.scaling = scaling.with_workers(scaling.min_workers) if scaling.elastic else scaling
         self.run_config = run_config
         self.backend_name = backend_name
         self.timeout_s = timeout_s
@@ -137,6 +139,8 @@ class Controller:
             self.echo = False
         check_storage(self.run_config.storage_path, self.run_config.storage_filesystem)  # one clear error, early
         payload = dumps_payload(self.train_fn, self.train_loop_config)  # fails here, naming what can't pickle
+        if self.requested.elastic:
+            self.scaling = self.requested.with_workers(elastic.size(self.requested, self._capacity))
         num_threads = self.backend.check_resources(self.scaling)
         state = RunState.open(self.run_config, fingerprint=self._fingerprint())
         try:
@@ -178,8 +182,16 @@ class Controller:
         failures = preemptions = 0
         max_failures = self.run_config.failure_config.max_failures
         max_preemptions = self.run_config.failure_config.max_preemption_failures
+        resize: Optional[str] = None  # why the next attempt is sized anew (elastic runs)
         while True:
             self.phase = RunPhase.STARTING
+            if resize is not None:
+                before, self.scaling = self.scaling.num_workers, self.requested.with_workers(
+                    elastic.size(self.requested, self._capacity))
+                num_threads = self.backend.check_resources(self.scaling)
+                logger.warning("Resizing from %d to %d workers (%s), from %s.", before, self.scaling.num_workers,
+                               resize, state.latest_checkpoint_path or "the beginning (no checkpoint yet)")
+                resize = None
             number = state.begin_attempt(self.scaling.num_workers)
             notify(callbacks, "on_attempt_start", attempt=number, num_workers=self.scaling.num_workers,
                    run_path=state.run_path)
@@ -199,6 +211,11 @@ class Controller:
             if attempt.succeeded():
                 notify_committed(callbacks, state, state.end_attempt(None))
                 return attempt.return_value
+            grown = next((m.grow_to for m in attempt.monitors if isinstance(m, elastic.ResizeMonitor)), None)
+            if grown is not None:
+                resize = f"the cluster has room for {grown}"
+                state.end_attempt(f"Resized from {self.scaling.num_workers} to {grown} workers: {resize}.")
+                continue
             preempted = self._preemption_error(attempt, state, preemptions + 1, max_preemptions)
             if preempted is not None:
                 state.end_attempt(preempted.first_line)
@@ -223,6 +240,11 @@ class Controller:
             notify(callbacks, "on_failure", error=verdict, run_path=state.run_path)
             if self.user_callbacks is not None:
                 self.user_callbacks.after_exception(worker_exceptions(attempt.outcomes, verdict))
+            if self.requested.elastic and verdict.kind == FailureKind.LOST_NODE and self._fits_min():
+                failures -= 1  # elastic: a lost node shrinks the group, within (min, max)
+                resize = f"a node was lost: {verdict.first_line}"
+                self.attempt_errors.append(verdict.first_line)
+                continue
             if not should_retry(verdict, failures_so_far=failures, max_failures=max_failures):
                 raise verdict
             self.attempt_errors.append(verdict.first_line)
@@ -232,6 +254,15 @@ class Controller:
                 state.latest_checkpoint_path or "the beginning (no checkpoint yet)", failures,
                 "unlimited" if max_failures == -1 else max_failures,
             )
+
+    def _capacity(self) -> int:
+        return self.backend.capacity(self.requested)
+
+    def _fits_min(self) -> bool:
+        try:
+            return self._capacity() >= self.requested.min_workers
+        except Exception:  # noqa: BLE001 - the cluster could not be asked: treat it as a failure
+            return False
 
     def _preemption_error(self, attempt: "_Attempt", state: RunState, number: int,
                           allowed: int) -> Optional[PreemptionError]:
@@ -279,7 +310,9 @@ class Controller:
     def _fingerprint(self) -> dict:
         fn = self.train_fn
         name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-        return {"train_fn": name, "num_workers": self.scaling.num_workers, "backend": self.backend_name}
+        workers = self.requested.num_workers
+        return {"train_fn": name, "num_workers": list(workers) if self.requested.elastic else workers,
+                "backend": self.backend_name}
 
     # ------------------------------------------------------------------------------------------
     def _template(self, state: RunState, number: int, num_threads: int) -> WorkerSpec:
@@ -318,6 +351,8 @@ class Controller:
             preemption = PreemptionMonitor(view, self.preemption)
             view.answers["get_preemption_info"] = preemption.info_bytes
             attempt.monitors = [preemption] + [m(view) for m in self.monitors]
+            if self.requested.elastic:
+                attempt.monitors.append(elastic.ResizeMonitor(view, self.requested, self._capacity))
             while not group.all_exited():
                 for event in group.poll(POLL_S):
                     self._handle(event, attempt, state, callbacks)

@@ -10,7 +10,7 @@ import datetime
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from rafter.train._validation import (
     ConfigTypeError,
@@ -42,25 +42,41 @@ class ScalingConfig:
     Attributes:
         num_workers: number of training processes (ranks). 0 is Ray's local mode: the train function runs
             in the calling process (for debugging with pdb), or as one rank per process under torchrun.
+            ``(min, max)`` is elastic: as many workers as fit (at least ``min``), restarted from the latest
+            checkpoint with a new world size when capacity appears (up to ``max``) or a node is lost (down to
+            ``min``). On the local backend, as many as this machine's CPUs (or GPUs) hold within the range.
         use_gpu: give each worker one GPU and use NCCL.
         resources_per_worker: e.g. ``{"CPU": 2, "GPU": 1, "memory": 8 * 2**30}``. ``CPU`` sets the
             worker's torch intra-op thread count (default 1); ``memory`` (bytes) is a limit rafter
             enforces. Other keys are custom Ray resources and need the Ray backend.
         placement_strategy: Ray placement-group strategy (PACK, SPREAD, STRICT_PACK, STRICT_SPREAD).
         accelerator_type: Ray accelerator type, e.g. ``"A100"`` (Ray backend only).
+        elastic_resize_monitor_interval_s: with an elastic ``num_workers``, how often (seconds) to look for
+            room for more workers while the group is healthy.
     """
 
-    num_workers: int = 1
+    num_workers: Union[int, Tuple[int, int]] = 1
     use_gpu: bool = False
     resources_per_worker: Optional[Dict[str, float]] = None
     placement_strategy: str = "PACK"
     accelerator_type: Optional[str] = None
+    elastic_resize_monitor_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         name = "ScalingConfig"
-        if not is_int(self.num_workers) or self.num_workers < 0:
+        if isinstance(self.num_workers, (tuple, list)):
+            low_high = tuple(self.num_workers)
+            if len(low_high) != 2 or not all(is_int(v) for v in low_high) or not 1 <= low_high[0] <= low_high[1]:
+                raise ConfigValueError(name, "num_workers", self.num_workers,
+                                       "an elastic range is (min, max) with 1 <= min <= max", (2, 4))
+            self.num_workers = low_high
+        elif not is_int(self.num_workers) or self.num_workers < 0:
             raise ConfigValueError(name, "num_workers", self.num_workers,
-                                   "num_workers must be a positive int (or 0: local mode, in this process)", 4)
+                                   "num_workers must be a positive int (or 0: local mode, in this process), or an "
+                                   "elastic range (min, max)", 4)
+        if not is_number(self.elastic_resize_monitor_interval_s) or self.elastic_resize_monitor_interval_s <= 0:
+            raise ConfigValueError(name, "elastic_resize_monitor_interval_s", self.elastic_resize_monitor_interval_s,
+                                   "expected seconds > 0", 60.0)
         check_bool(name, "use_gpu", self.use_gpu)
         check_choice(name, "placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
         check_optional_str(name, "accelerator_type", self.accelerator_type, "A100")
@@ -96,6 +112,24 @@ class ScalingConfig:
 
     # Derived views -------------------------------------------------------------------------
     @property
+    def elastic(self) -> bool:
+        return isinstance(self.num_workers, tuple)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if self.elastic else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if self.elastic else self.num_workers
+
+    def with_workers(self, n: int) -> "ScalingConfig":
+        """This request with a fixed worker count (what one attempt of an elastic run uses)."""
+        import dataclasses
+
+        return dataclasses.replace(self, num_workers=n)
+
+    @property
     def cpus_per_worker(self) -> float:
         resources = self.resources_per_worker or {}
         if "CPU" in resources:
@@ -120,11 +154,12 @@ class ScalingConfig:
 
     @property
     def total_resources(self) -> Dict[str, float]:
-        """What all workers together ask for; like Ray's, it holds no zero amounts."""
-        total = {"CPU": self.cpus_per_worker * self.num_workers, "GPU": self.gpus_per_worker * self.num_workers}
+        """What all workers together ask for (at the most, when elastic); like Ray's, it holds no zero amounts."""
+        n = self.max_workers
+        total = {"CPU": self.cpus_per_worker * n, "GPU": self.gpus_per_worker * n}
         for key, value in (self.resources_per_worker or {}).items():
             if key not in ("CPU", "GPU"):
-                total[key] = value * self.num_workers
+                total[key] = value * n
         return {k: v for k, v in total.items() if v}
 
 

@@ -73,6 +73,12 @@ class LocalBackend:
         self._zygote: Optional[Zygote] = None
 
     # -- preflight -----------------------------------------------------------------------------
+    def capacity(self, scaling: ScalingConfig) -> int:
+        """Workers this machine holds without oversubscribing: one per GPU, or its CPUs / CPUs per worker."""
+        if scaling.gpus_per_worker:
+            return int(available_gpus() // scaling.gpus_per_worker)
+        return max(1, int(available_cpus() // (scaling.cpus_per_worker or 1.0)))
+
     def check_resources(self, scaling: ScalingConfig) -> int:
         """Raise ``ConfigValueError`` (a ``ValueError``) for a request this machine can never meet; return torch
         threads per worker. Ray-only placement settings, which the local backend ignores, warn."""

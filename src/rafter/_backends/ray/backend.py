@@ -97,6 +97,14 @@ class RayBackend:
             raise
         return max(1, int(scaling.cpus_per_worker or 1.0))
 
+    def capacity(self, scaling: ScalingConfig) -> int:
+        """Workers of this shape the alive nodes hold (by their totals, so a group already running counts)."""
+        self._connect()
+        bundle, nodes, n = worker_bundle(scaling), cluster.alive_nodes(), 0
+        while infeasibility(bundle, n + 1, scaling.placement_strategy, nodes) is None and n < 4096:
+            n += 1
+        return n
+
     def _check_request(self, scaling: ScalingConfig) -> Dict[str, float]:
         bundle = worker_bundle(scaling)
         if self._autoscaler:
