@@ -156,3 +156,24 @@ def test_the_driver_stopped_from_outside_saves_ends_preempted_and_the_next_invoc
     out = again.communicate(timeout=120)[0].decode()
     assert again.returncode == 0, out[-3000:]
     assert f"RESUMED AT {saved_step + 1}" in out, out[-3000:]
+
+
+def test_rafter_run_exits_75_when_preempted_and_results_say_so(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(textwrap.dedent(f"""
+        train: {os.path.abspath(__file__)}:preemptible
+        train_loop_config: {{steps: 10000000}}
+        scaling: {{num_workers: 2}}
+        run: {{name: cli, storage_path: {tmp_path / 'results'}}}
+        failure: {{preemption_grace_s: 60}}
+    """))
+    proc = subprocess.Popen([sys.executable, "-m", "rafter", "run", str(job)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    _read_until(proc, "STEP 2")
+    os.kill(proc.pid, signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 75, out[-3000:]
+    assert "the run was preempted" in out
+    shown = subprocess.run([sys.executable, "-m", "rafter", "results", str(tmp_path / "results" / "cli")],
+                           capture_output=True, text=True, timeout=60)
+    assert "preempted" in shown.stdout + shown.stderr, shown.stdout + shown.stderr

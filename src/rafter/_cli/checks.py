@@ -80,6 +80,9 @@ def _type_ok(kind: str, value: Any) -> bool:
         return isinstance(value, dict)
     if kind == "callbacks":
         return isinstance(value, list)
+    if kind == "workers":
+        return _type_ok("int", value) or (isinstance(value, list) and len(value) == 2
+                                          and all(_type_ok("int", v) for v in value))
     raise AssertionError(kind)
 
 

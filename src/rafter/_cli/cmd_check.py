@@ -95,7 +95,7 @@ def _check_local(job, report: Report) -> None:
 
     from rafter._backends.local.backend import LocalBackend, available_gpus, cpu_plan, total_memory
 
-    s = job.scaling
+    s = job.scaling.with_workers(job.scaling.max_workers)  # an elastic range: check its largest size
     n = s.num_workers
     plan = cpu_plan(s)
     text = f"{plan.wanted:g} CPUs asked ({n} workers x {s.cpus_per_worker or 1.0:g}); this machine has {plan.available}"
@@ -243,12 +243,12 @@ def _check_collective(job, report: Report) -> None:
     from rafter.train.torch import TorchTrainer
 
     storage = tempfile.mkdtemp(prefix="rafter-check-")
-    n = job.scaling.num_workers
+    n = job.scaling.min_workers
     try:
         trainer = TorchTrainer(
             all_reduce_probe,
             torch_config=job.torch_config,
-            scaling_config=job.scaling,
+            scaling_config=job.scaling.with_workers(n),
             run_config=RunConfig(name="all_reduce", storage_path=storage, failure_config=FailureConfig(0),
                                  cluster=job.values["cluster"], cluster_address=job.values["address"],
                                  hang_timeout_s=120),

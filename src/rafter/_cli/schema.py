@@ -25,6 +25,7 @@ KIND_NAMES = {
     "mapping": "a mapping (key: value lines)",
     "resources": "a mapping of resource name to amount, e.g. {CPU: 2}",
     "callbacks": "a list of trackers, e.g. [tensorboard]",
+    "workers": "an integer, or an elastic range [min, max]",
 }
 
 
@@ -52,7 +53,8 @@ def _default(cls, name: str) -> Any:
 # Section name -> (config class name as its messages spell it, {key: Field}).
 SECTIONS: Dict[str, Tuple[str, Dict[str, Field]]] = {
     "scaling": ("ScalingConfig", {
-        "num_workers": Field("int", 4, "number of training processes (ranks)", _default(ScalingConfig, "num_workers")),
+        "num_workers": Field("workers", 4, "number of training processes (ranks), or an elastic range [min, max]",
+                             _default(ScalingConfig, "num_workers")),
         "use_gpu": Field("bool", True, "one GPU per worker, NCCL", _default(ScalingConfig, "use_gpu")),
         "resources_per_worker": Field(
             "resources", {"CPU": 2}, "CPU (torch threads), GPU, memory (bytes), custom Ray resources",
@@ -65,6 +67,8 @@ SECTIONS: Dict[str, Tuple[str, Dict[str, Field]]] = {
             choices=PLACEMENT_STRATEGIES,
         ),
         "accelerator_type": Field("str", "A100", "Ray accelerator type", None, nullable=True),
+        "elastic_resize_monitor_interval_s": Field("number", 60, "elastic runs: seconds between looks for room to grow",
+                                                   _default(ScalingConfig, "elastic_resize_monitor_interval_s")),
     }),
     "run": ("RunConfig", {
         "name": Field("str", "my_run", "run folder name (default: rafter_run-<date>_<time>)", None, nullable=True),
@@ -79,6 +83,12 @@ SECTIONS: Dict[str, Tuple[str, Dict[str, Field]]] = {
     }),
     "failure": ("FailureConfig", {
         "max_failures": Field("int", 3, "restarts allowed (-1: unlimited)", _default(FailureConfig, "max_failures")),
+        "max_preemption_failures": Field("int", -1, "restarts allowed after preemptions (-1: unlimited)",
+                                         _default(FailureConfig, "max_preemption_failures")),
+        "preemption_grace_s": Field("number", 60, "seconds the workers get to checkpoint on a preemption (0: 30)",
+                                    _default(FailureConfig, "preemption_grace_s")),
+        "relax_collectives_on_preemption": Field("bool", False, "accepted for Ray Train compatibility (no effect)",
+                                                 _default(FailureConfig, "relax_collectives_on_preemption")),
     }),
     "checkpoint": ("CheckpointConfig", {
         "num_to_keep": Field("int", 2, "checkpoints kept (null: all)", None, nullable=True),

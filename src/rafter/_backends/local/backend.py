@@ -81,7 +81,10 @@ class LocalBackend:
 
     def check_resources(self, scaling: ScalingConfig) -> int:
         """Raise ``ConfigValueError`` (a ``ValueError``) for a request this machine can never meet; return torch
-        threads per worker. Ray-only placement settings, which the local backend ignores, warn."""
+        threads per worker. Ray-only placement settings, which the local backend ignores, warn. An elastic
+        request is checked at its minimum."""
+        if scaling.elastic:
+            scaling = scaling.with_workers(scaling.min_workers)
         unknown = sorted(scaling.custom_resources)
         if unknown:
             raise ConfigValueError("ScalingConfig", "resources_per_worker", scaling.resources_per_worker, "", text=(

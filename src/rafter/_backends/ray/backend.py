@@ -88,7 +88,10 @@ class RayBackend:
         self._autoscaler = cluster.has_autoscaler()
 
     def check_resources(self, scaling: ScalingConfig) -> int:
-        """Raise ``ValueError`` for a request this cluster can never meet; return torch threads per worker."""
+        """Raise ``ValueError`` for a request this cluster can never meet (an elastic one: its minimum); return
+        torch threads per worker."""
+        if scaling.elastic:
+            scaling = scaling.with_workers(scaling.min_workers)
         self._connect()
         try:
             self._check_request(scaling)
