@@ -75,7 +75,7 @@ def has_module(name):
 API = [
     # ScalingConfig
     ("workers_none", lambda s: ScalingConfig(num_workers=None), CVE, "num_workers", "None"),
-    ("workers_elastic_tuple", lambda s: ScalingConfig(num_workers=(2, 4)), CVE, "num_workers", "(2, 4)"),
+    ("workers_elastic_reversed", lambda s: ScalingConfig(num_workers=(4, 2)), CVE, "num_workers", "(4, 2)"),
     ("workers_nan", lambda s: ScalingConfig(num_workers=math.nan), CVE, "num_workers", "nan"),
     ("cpu_inf", lambda s: ScalingConfig(resources_per_worker={"CPU": math.inf}), CVE, "resources_per_worker", "inf"),
     ("cpu_nan", lambda s: ScalingConfig(resources_per_worker={"CPU": math.nan}), CVE, "resources_per_worker", "nan"),

@@ -99,7 +99,7 @@ def check_value(path: str, f: schema.Field, value: Any, source: str) -> None:
                        f"{inline(f.default)}"))
     if not _type_ok(f.kind, value):
         hint = ""
-        if isinstance(value, str) and f.kind in ("int", "number", "bool"):
+        if isinstance(value, str) and f.kind in ("int", "number", "bool", "workers"):
             try:
                 reread = load_value(value)
             except LimitError:
