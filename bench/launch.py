@@ -4,7 +4,7 @@
 
 Each command runs --runs times, interleaved round-robin so drift hits all alike; medians are compared.
 - rafter:   python examples/quickstart.py  (the brief's script, 4 workers, gloo; byte-identical to
-            ../shared/examples/seed_quickstart.py)
+            the script of the user brief)
 - torch:    python -c "import torch"
 - torchrun: torchrun --standalone --nproc_per_node=4 bench/baselines/torchrun_quickstart.py
             (the same 4-worker DDP loop as a plain script)

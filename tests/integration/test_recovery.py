@@ -57,6 +57,10 @@ def deterministic_train(config):
                              checkpoint=Checkpoint.from_directory(d) if rank == 0 else None)
         else:
             train.report({"step": step, "loss": loss.item()})
+        # In step with the driver: a rank killed at report i stops its attempt there. Without this the
+        # workers can run ahead of a loaded driver, commit later checkpoints before the kill lands, and
+        # the run may finish before the chaos monkey's last kill.
+        train.collective.barrier()
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
