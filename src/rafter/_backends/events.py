@@ -1,7 +1,8 @@
 """Events a worker group hands to the controller (the same on every backend).
 
 The worker's own messages (``rafter._worker.messages``: Hello, Reported, Finished, Errored,
-StorageRequest, CollectiveRequest, DatasetRequest, CheckpointsRequest) are events as they arrive; ``Exited`` is the
+StorageRequest, CollectiveRequest, DatasetRequest, CheckpointsRequest, CollectivesSummary) are events as
+they arrive; ``Exited`` is the
 backend's word that a worker process is gone.
 """
 
@@ -14,6 +15,7 @@ from typing import Any, Dict, Optional
 from rafter._worker.messages import (
     CheckpointsRequest,
     CollectiveRequest,
+    CollectivesSummary,
     DatasetRequest,
     Errored,
     Finished,
@@ -23,11 +25,11 @@ from rafter._worker.messages import (
     StorageRequest,
 )
 
-__all__ = ["CheckpointsRequest", "CollectiveRequest", "DatasetRequest", "Errored", "Exited", "Finished", "Hello",
-           "PreemptNotice", "Reported", "StorageRequest", "from_message"]
+__all__ = ["CheckpointsRequest", "CollectiveRequest", "CollectivesSummary", "DatasetRequest", "Errored", "Exited",
+           "Finished", "Hello", "PreemptNotice", "Reported", "StorageRequest", "from_message"]
 
 _WORKER_EVENTS = (Hello, Reported, Finished, Errored, StorageRequest, CollectiveRequest, DatasetRequest,
-                  CheckpointsRequest, PreemptNotice)
+                  CheckpointsRequest, PreemptNotice, CollectivesSummary)
 
 
 @dataclass

@@ -15,7 +15,6 @@ one rank fails, and collects the summaries when the attempt ends. ``explain`` is
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 from rafter._backends import events as ev
 from rafter._diagnose.decision import Note, Stop
 from rafter._worker.bootstrap import STACK_DUMP_SIGNAL
-from rafter._worker.collectives import COLLECTIVES_SIGNAL, signature, summary_path
+from rafter._worker.collectives import COLLECTIVES_SIGNAL, signature
 
 _TIMEOUT = re.compile(r"Timed out|timed out|Socket Timeout|timeout", re.IGNORECASE)
 _UNEVEN_FIX = ("Every rank must run the same number of steps. Give each rank the same number of batches: "
@@ -180,14 +179,6 @@ def explain(outcomes: Dict[int, object], hang: Optional[dict] = None) -> Optiona
     return _mismatch(summaries) or _behind(summaries, outcomes, hang)
 
 
-def _read_json(path: str) -> Optional[dict]:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 class CollectiveWatch:
     """Reads the ranks' collective summaries for the verdict, and catches a mismatch that hangs silently.
 
@@ -211,8 +202,17 @@ class CollectiveWatch:
         self.quiet_s = self.QUIET_S
         self.polled_at: Optional[float] = None
         self.stopped = False
+        self.received: Dict[int, dict] = {}  # rank -> its latest summary
+
+    def _summary(self, rank: int) -> Optional[dict]:
+        """The rank's latest summary, as it sent it over its channel (on every backend and node; the copy in
+        its log folder is for the user)."""
+        return self.received.get(rank)
 
     def on_event(self, event) -> None:
+        if isinstance(event, ev.CollectivesSummary):
+            self.received[event.rank] = event.summary
+            return
         if isinstance(event, (ev.Reported, ev.Hello)):
             now = time.time()
             if self.last_progress is not None and self.polled_at is None:
@@ -246,8 +246,7 @@ class CollectiveWatch:
     def _check_poll(self) -> Optional[Stop]:
         summaries = {}
         for rank in self._live():
-            spec = self.group.spec(rank)
-            s = _read_json(summary_path(spec.log_dir, rank, spec.attempt))
+            s = self._summary(rank)
             if s is None or s.get("time", 0) < self.polled_at:
                 if time.time() - self.polled_at < 2.0:
                     return None  # not every answer is in yet
@@ -278,10 +277,10 @@ class CollectiveWatch:
         evidence: Dict[int, Dict[str, object]] = {}
         for rank, o in self.attempt.outcomes.items():
             spec = self.group.spec(rank)
-            summary = _read_json(summary_path(spec.log_dir, rank, spec.attempt))
+            summary = self._summary(rank)
             if summary is None:
                 continue
-            summary["timeout_s"] = self.timeout_s
+            summary = dict(summary, timeout_s=self.timeout_s)
             evidence[rank] = {"collectives": summary}
             if rank in self.asked and "hang" not in o.evidence:
                 try:

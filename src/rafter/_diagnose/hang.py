@@ -76,6 +76,8 @@ class HangMonitor:
     def on_event(self, event) -> None:
         """Progress: the rank's clock restarts. Never a decision."""
         now = time.time()
+        if isinstance(event, ev.CollectivesSummary):
+            return  # rafter asked for it: an answer is not progress
         if event.rank not in self.last and not isinstance(event, ev.Hello):
             return
         if isinstance(event, ev.Reported):

@@ -4,7 +4,7 @@ torch records every collective of a process group in a ring buffer (``TORCH_FR_B
 NCCL alike), including DDP's gradient all-reduce inside ``loss.backward()``: its sequence number, kind,
 shapes, dtypes, start time and the Python frames that called it. Recording costs a few microseconds per
 call. rafter turns it on in every worker (unless the user set the variable) and writes a short summary to
-``<log_dir>/collectives_rank_<N>_attempt_<A>.json``:
+``<log_dir>/collectives_rank_<N>_attempt_<A>.json`` and sends it to the driver:
 
 - when the train function raises or returns (from the training thread, before the driver hears of it);
 - when the driver asks (``COLLECTIVES_SIGNAL``), from a thread that waits for that signal: the training
@@ -112,5 +112,15 @@ def write(why: str) -> None:
             with open(tmp, "w") as f:
                 json.dump(record, f)
             os.replace(tmp, path)
+        _send(record)  # the driver may be on another machine (Ray): the file is for the user
     except Exception:  # noqa: BLE001
         pass
+
+
+def _send(record: dict) -> None:
+    from rafter._worker import messages
+    from rafter._worker.session import get_session
+
+    session = get_session()
+    if session is not None:
+        session.send(messages.CollectivesSummary(session.spec.rank, record))

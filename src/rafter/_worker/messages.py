@@ -2,7 +2,7 @@
 
 Worker -> driver (each names its sender's ``rank``; the driver believes the channel, not the field):
     Hello, Rendezvous (rank 0 only), Reported, StorageRequest, CollectiveRequest, DatasetRequest,
-    CheckpointsRequest, PreemptNotice, Finished | Errored
+    CheckpointsRequest, PreemptNotice, CollectivesSummary, Finished | Errored
 Driver -> worker:
     Payload (first, local backend), Rendezvous (to ranks other than 0),
     StorageDone, CollectiveDone, DatasetsDone and CheckpointsDone (each answers the worker's request)
@@ -103,6 +103,15 @@ class PreemptNotice:
 
     rank: int
     time: float
+
+
+@dataclass
+class CollectivesSummary:
+    """This rank's progress through its collectives (``rafter._worker.collectives.summarize``), sent when it
+    raises or returns and when the driver asks; the verdict compares the ranks'."""
+
+    rank: int
+    summary: dict
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""Memory on a node that is not the driver's, on a real ray.cluster_utils.Cluster: the rank's own actor
-watches it (the driver can't see processes elsewhere), and the verdict names the node."""
+"""Diagnosis of a rank on a node that is not the driver's, on a real ray.cluster_utils.Cluster: its memory
+is watched by its own actor (the driver can't see processes elsewhere) and the verdict names the node; its
+collective progress reaches the driver over its channel."""
 
 import os
+import re
 
 import pytest
 
@@ -68,3 +70,30 @@ def test_a_kernel_oom_kill_on_another_node_is_named_with_the_node(cluster, tmp_p
     first = err.first_line
     assert "was killed by the kernel OOM killer on node " in first, first
     assert err.kind == "oom" and err.evidence["oom"]["source"] == "kernel"
+
+
+def returns_early_on_the_other_node(config):
+    import torch
+    import torch.distributed as dist
+
+    far = os.environ.get("RAY_RAYLET_PID") != str(config["head_raylet"])
+    t = torch.ones(2)
+    for step in range(6):
+        dist.all_reduce(t)
+        train.report({"step": step})
+        if far and step == 2:
+            return
+
+
+def test_a_rank_on_the_other_node_that_returned_early_is_named(cluster, tmp_path):
+    config = {"head_raylet": cluster.head_node.all_processes["raylet"][0].process.pid}
+    trainer = TorchTrainer(returns_early_on_the_other_node, train_loop_config=config,
+                           scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 2}),
+                           run_config=RunConfig(name="early", storage_path=str(tmp_path), cluster="ray"))
+    with pytest.raises(TrainingFailedError) as info:
+        trainer.fit()
+    err = info.value
+    first = err.first_line
+    assert re.match(r"Rank [01] \(pid \d+, host \S+\) returned at report 3 while rank [01] was still in all_reduce #",
+                    first), first
+    assert err.kind == "out_of_step" and "Connection" not in first
