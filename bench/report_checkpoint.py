@@ -1,6 +1,6 @@
 """``train.report(checkpoint=...)`` latency as the number of ranks grows, storage on the checkpoints' filesystem.
 
-    python bench/report_checkpoint.py [--ranks 2,8] [--reports 30] [--mb 4] [--step 0.05]
+    python bench/report_checkpoint.py [--ranks 2,8] [--reports 30] [--mb 4] [--step 0.05] [--dir PATH]
 
 Each rank of a real ``TorchTrainer.fit()`` (local backend, gloo) writes a fresh folder with its own shard
 (``--mb`` MB) every ``--step`` seconds of simulated training, and times its ``train.report(metrics,
@@ -76,22 +76,32 @@ def run(n: int, move: bool, args, root: str):
     return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
+def _mount_point(path: str) -> str:
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ranks", default="2,8")
     parser.add_argument("--reports", type=int, default=30)
     parser.add_argument("--mb", type=float, default=4.0)
     parser.add_argument("--step", type=float, default=0.05)
+    parser.add_argument("--dir", default=None, help="where the folders and the storage go (default: the temp dir)")
     args = parser.parse_args()
     counts = [int(x) for x in args.ranks.split(",")]
     rows, p99 = [], {}
-    with tempfile.TemporaryDirectory(prefix="rafter-bench-report-") as root:
+    with tempfile.TemporaryDirectory(prefix="rafter-bench-report-", dir=args.dir) as root:
         for move in (False, True):
             for n in counts:
                 p50, p99[n, move] = run(n, move, args, root)
                 rows.append(["move" if move else "keep", str(n), f"{p50 * 1e3:.1f}", f"{p99[n, move] * 1e3:.1f}"])
                 print(rows[-1], flush=True)
-    print(f"\n{machine()}; {args.mb:g} MB per rank, {args.reports} reports, step {args.step:g} s\n")
+    where = args.dir or tempfile.gettempdir()
+    fs = next((line.split()[2] for line in open("/proc/mounts") if line.split()[1] == _mount_point(where)), "?")
+    print(f"\n{machine()}; {args.mb:g} MB per rank, {args.reports} reports, step {args.step:g} s; {where} ({fs})\n")
     print(table(rows, ["folder", "ranks", "report() p50 (ms)", "p99 (ms)"]))
     lo, hi = counts[0], counts[-1]
     for move in (False, True):
