@@ -25,6 +25,7 @@ LIBRARY_ENV = {
 LIBRARY_THREADS = (
     "Otel",  # OpenTelemetry's exporters, which wandb starts
     "ray_", "PythonGCThread",  # ray.init()'s, in the Ray cluster fixture
+    "fsspecIO",  # fsspec's event loop for async filesystems: started once per process, never stopped
 )
 
 
