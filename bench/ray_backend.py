@@ -6,7 +6,8 @@ Each run is a fresh process that starts a ``ray.cluster_utils.Cluster`` (2 nodes
 machine), times ``trainer.fit()`` alone, and stops the cluster. Both scripts are the quickstart with 4
 workers x 1 CPU (the largest request a 4-CPU cluster holds) and neither calls ``ray.init()``: RAY_ADDRESS
 points at the cluster and fit() connects, so connecting is inside both timings. rafter runs in this
-venv; Ray Train in the venv named by RAYTRAIN_VENV (default /work/venvs/raytrain; see
+venv; Ray Train in the venv that bench/_common.py finds (RAYTRAIN_VENV, /work/venvs/raytrain or the setup
+script's default ~/.cache/rafter-bench/raytrain-venv; see
 bench/baselines/setup_raytrain_venv.sh). Prints each fit() wall time, the medians and their ratio.
 """
 
@@ -87,10 +88,12 @@ def main() -> None:
     if args.child:
         rafter_child()
         return
-    venv = os.environ.get("RAYTRAIN_VENV", "/work/venvs/raytrain")
-    raytrain_python = os.path.join(venv, "bin", "python")
-    if not os.path.exists(raytrain_python):
-        sys.exit(f"No Ray Train venv at {venv}: create it with bench/baselines/setup_raytrain_venv.sh or set RAYTRAIN_VENV.")
+    sys.path.insert(0, HERE)
+    from _common import raytrain_python as find_raytrain
+
+    raytrain_python = find_raytrain()  # $RAYTRAIN_VENV, /work/venvs/raytrain or the setup script's default
+    if raytrain_python is None:
+        sys.exit("No Ray Train venv: create it with bench/baselines/setup_raytrain_venv.sh or set RAYTRAIN_VENV.")
     times = {"rafter": [], "raytrain": []}
     for i in range(args.repeat):
         times["rafter"].append(run([sys.executable, os.path.abspath(__file__), "--child", "rafter"]))

@@ -11,6 +11,8 @@ import time
 import psutil
 import pytest
 
+from tests.subprocesses import read_until
+
 DRIVER = textwrap.dedent(
     """
     import os, sys, time
@@ -56,22 +58,6 @@ def _start_driver(tmp_path):
     return proc, [psutil.Process(p) for p in pids], time.monotonic() - started
 
 
-def _read_until(proc, needle, timeout=60):
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout.fileno(), selectors.EVENT_READ)
-    text, deadline = "", time.monotonic() + timeout
-    try:
-        while needle not in text:
-            assert time.monotonic() < deadline, f"no {needle!r} in time: {text}"
-            if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                assert chunk, f"driver exited before {needle!r}: {text}"
-                text += chunk.decode()
-    finally:
-        sel.close()
-    return text
-
-
 def bound(seconds, startup):
     """``seconds`` on an idle machine; on a loaded one, stopping may take as long as starting took."""
     return max(seconds, startup)
@@ -102,7 +88,7 @@ def test_ctrl_c_twice_stops_all_workers_within_2s(tmp_path):
     proc, workers, startup = _start_driver(tmp_path)
     everything = _all_processes_of(proc)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C: the driver's process group
-    _read_until(proc, "press Ctrl-C again")
+    read_until(proc, "press Ctrl-C again")
     t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
     out = proc.communicate(timeout=10)[0].decode()

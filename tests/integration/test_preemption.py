@@ -7,7 +7,6 @@ either restarts from it (a worker's SIGTERM, charged to ``max_preemption_failure
 
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import rafter.train as train
 from rafter import _run_folder
 from rafter.train import Checkpoint, FailureConfig, PreemptionError, RunConfig, ScalingConfig
 from rafter.train.torch import TorchTrainer
+from tests.subprocesses import read_until
 
 
 def preemptible(config):
@@ -112,27 +112,10 @@ def _start(tmp_path, steps):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
-def _read_until(proc, needle, timeout=120):
-    """The driver's output up to the first line holding ``needle`` (fails if it ends first)."""
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout.fileno(), selectors.EVENT_READ)
-    text, deadline = "", time.monotonic() + timeout
-    try:
-        while needle not in text:
-            assert time.monotonic() < deadline, f"no {needle!r} in time:\n{text}"
-            if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                assert chunk, f"the driver ended before {needle!r}:\n{text}"
-                text += chunk.decode()
-    finally:
-        sel.close()
-    return text
-
-
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
 def test_the_driver_stopped_from_outside_saves_ends_preempted_and_the_next_invocation_resumes(tmp_path, how):
     proc = _start(tmp_path, 10_000_000)
-    _read_until(proc, "STEP 3")
+    read_until(proc, "STEP 3")
     everything = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
     t0 = time.monotonic()
     if how == "sigterm":
@@ -169,7 +152,7 @@ def test_rafter_run_exits_75_when_preempted_and_results_say_so(tmp_path):
     """))
     proc = subprocess.Popen([sys.executable, "-m", "rafter", "run", str(job)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    _read_until(proc, "STEP 2")
+    read_until(proc, "STEP 2")
     os.kill(proc.pid, signal.SIGTERM)
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 75, out[-3000:]
