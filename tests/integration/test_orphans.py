@@ -9,7 +9,6 @@ import textwrap
 import time
 
 import psutil
-import pytest
 
 from tests.subprocesses import read_until
 

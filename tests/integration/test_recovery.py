@@ -1,8 +1,6 @@
 """Whatever dies — workers, many times, or the driver — training ends where an uninterrupted run would."""
 
 import os
-import selectors
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +16,7 @@ from rafter import _run_folder
 from rafter.testing import ChaosMonkey
 from rafter.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from rafter.train.torch import TorchTrainer
+from tests.subprocesses import read_until
 
 STEPS = 16
 
@@ -125,28 +124,13 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _read_until(proc, needle, timeout=60):
-    fd = proc.stdout.fileno()
-    sel = selectors.DefaultSelector()
-    sel.register(fd, selectors.EVENT_READ)
-    text, deadline = "", time.monotonic() + timeout
-    while needle not in text:
-        assert time.monotonic() < deadline, text
-        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            chunk = os.read(fd, 65536)
-            assert chunk, text
-            text += chunk.decode()
-    sel.close()
-    return text
-
-
 def test_driver_sigkilled_then_fit_again_resumes_from_last_committed_checkpoint(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     storage = str(tmp_path / "results")
     proc = subprocess.Popen([sys.executable, str(script), storage, "hold"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    _read_until(proc, "STEP 4")
+    read_until(proc, "STEP 4", timeout=60)
     run_folder, deadline = str(tmp_path / "results" / "resumable"), time.monotonic() + 60
     while len(_run_folder.read(run_folder).checkpoints) < 4:  # the driver may still be reading step 3's reports
         assert time.monotonic() < deadline, "the driver did not commit step 3's checkpoint"

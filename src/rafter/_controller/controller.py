@@ -275,7 +275,7 @@ class Controller:
         stopped = [r for r in failed if (attempt.outcomes[r].kill_reason or "").startswith(PREEMPTED_REASON)]
         if not stopped and not set(failed) & p.worker_ranks:
             return None
-        monitor = attempt.monitors[0]
+        monitor = next(m for m in attempt.monitors if isinstance(m, PreemptionMonitor))
         info = p.info(monitor.nodes())
         saved = monitor.saved
         when = time.strftime("%H:%M:%S", time.localtime(p.noticed_at))

@@ -23,7 +23,7 @@ import atexit
 import os
 import sys
 import sysconfig
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 _Fingerprint = Tuple[bool, int, Tuple[Tuple[str, int, float], ...]]
 
