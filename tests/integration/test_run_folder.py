@@ -18,7 +18,7 @@ import rafter.train as train
 from rafter import _run_folder
 from rafter.train import Checkpoint, Result, RunConfig, ScalingConfig, TrainingFailedError
 from rafter.train.torch import TorchTrainer
-from tests.integration.test_recovery import _read_until
+from tests.subprocesses import read_until
 
 DRIVER = textwrap.dedent(
     """
@@ -76,7 +76,7 @@ def _one_clean_run(run):
 def test_a_second_driver_started_while_the_first_runs_stops_before_touching_anything(tmp_path):
     release = tmp_path / "release"
     first = _driver(tmp_path, "first", release)
-    first_pid = int(_read_until(first, "STEP 1").split("PID", 1)[1].split()[0])
+    first_pid = int(read_until(first, "STEP 1").split("PID", 1)[1].split()[0])
     lock = tmp_path / "results" / "shared" / ".rafter_lock"
     try:
         second = _driver(tmp_path, "second")
@@ -114,7 +114,7 @@ def test_two_drivers_started_at_once_one_runs_and_the_other_names_it(tmp_path):
             sel.select(timeout=0.2)
         winner = "b" if loser == "a" else "a"
         err = procs[loser].stderr.read().decode()
-        winner_pid = int(_read_until(procs[winner], "STEP 1").split("PID", 1)[1].split()[0])
+        winner_pid = int(read_until(procs[winner], "STEP 1").split("PID", 1)[1].split()[0])
         assert procs[loser].returncode != 0 and f"is in use by driver pid {winner_pid}" in err, err
     finally:
         release.touch()
