@@ -9,6 +9,12 @@ import socket
 import struct
 from typing import List
 
+from rafter._worker.channel import LANE_MAX
+from rafter._worker.channel import SEQ as _SEQ  # the number that starts each frame of a two-lane channel
+
+
+_LEN, _LONG = struct.Struct("!i"), struct.Struct("!Q")
+
 
 def frame(message: tuple) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -18,34 +24,108 @@ def frame(message: tuple) -> bytes:
 
 
 class FrameReader:
-    """Non-blocking reader of frames from one socket: ``read()`` returns the messages complete so far."""
+    """Non-blocking reader of frames from one socket: ``read()`` returns the messages complete so far.
+    ``sequenced``: each frame starts with the sender's 8-byte sequence number (see
+    ``rafter._worker.channel``); ``read()`` then returns ``(number, message)`` pairs."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, sequenced: bool = False) -> None:
         self.sock = sock
+        self.sequenced = sequenced
         self.buf = b""
         self.eof = False
 
-    def read(self) -> List[tuple]:
-        try:
-            chunk = self.sock.recv(65536)  # under malloc's mmap threshold: no map/unmap per message
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.eof = True
-        self.buf += chunk
-        messages = []
-        while len(self.buf) >= 4:
-            size = struct.unpack("!i", self.buf[:4])[0]
-            start = 4
-            if size == -1:
-                if len(self.buf) < 12:
-                    break
-                size = struct.unpack("!Q", self.buf[4:12])[0]
-                start = 12
-            if len(self.buf) < start + size:
+    def read(self, drain: bool = False) -> List[tuple]:
+        """What one ``recv`` brought; ``drain``: everything the socket holds now."""
+        messages: List[tuple] = []
+        while not self.eof:
+            try:
+                chunk = self.sock.recv(65536)  # under malloc's mmap threshold: no map/unmap per message
+            except (BlockingIOError, InterruptedError):
                 break
-            messages.append(pickle.loads(self.buf[start : start + size]))
-            self.buf = self.buf[start + size :]
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+            self._parse(messages)
+            if not drain:
+                break
         return messages
+
+    def _parse(self, messages: List[tuple]) -> None:
+        buf, pos, end = self.buf, 0, len(self.buf)
+        view = memoryview(buf)
+        while end - pos >= 4:
+            size = _LEN.unpack_from(buf, pos)[0]
+            start = pos + 4
+            if size == -1:
+                if end - pos < 12:
+                    break
+                size = _LONG.unpack_from(buf, start)[0]
+                start = pos + 12
+            if end < start + size:
+                break
+            if self.sequenced:
+                messages.append((_SEQ.unpack_from(buf, start)[0], pickle.loads(view[start + _SEQ.size : start + size])))
+            else:
+                messages.append(pickle.loads(view[start : start + size]))
+            pos = start + size
+        view.release()
+        if pos:
+            self.buf = buf[pos:]  # one copy of the unread tail per read, however many frames it held
+
+
+class PacketReader:
+    """Non-blocking reader of a two-lane channel's metrics lane (SOCK_SEQPACKET: one message per packet,
+    each ``(number, message)``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.eof = False
+
+    def read(self) -> List[tuple]:
+        """Every message the lane holds now."""
+        messages: List[tuple] = []
+        while not self.eof:
+            try:
+                packet = self.sock.recv(LANE_MAX)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                packet = b""
+            if not packet:
+                self.eof = True
+                break
+            messages.append((_SEQ.unpack_from(packet)[0], pickle.loads(memoryview(packet)[_SEQ.size:])))
+        return messages
+
+
+class Lanes:
+    """The driver's end of one worker's two lanes (main and metrics, see ``rafter._worker.channel``):
+    the messages of both, in the order the worker sent them."""
+
+    def __init__(self, main: socket.socket, metrics: socket.socket) -> None:
+        self.main = FrameReader(main, sequenced=True)
+        self.metrics = PacketReader(metrics)
+        self._next = 1
+        self._held: dict = {}
+
+    def read_main(self) -> List[tuple]:
+        """A message on the main lane may follow metrics sent before it: those are in the metrics lane
+        already (the worker wrote them first), so read them too."""
+        got = self.main.read()
+        if got or self.main.eof:
+            got += self.metrics.read()
+        return self._release(got)
+
+    def read_metrics(self) -> List[tuple]:
+        return self._release(self.metrics.read())
+
+    def _release(self, got: List[tuple]) -> List[tuple]:
+        for number, message in got:
+            self._held[number] = message
+        out = []
+        while self._next in self._held:
+            out.append(self._held.pop(self._next))
+            self._next += 1
+        return out

@@ -29,7 +29,11 @@ class WorkerSession:
         self.channel.send(message)
 
     def send_report(self, index: int, metrics: dict, staged: Optional[dict]) -> None:
-        self.channel.send(msg.Reported(self.spec.rank, index, metrics, staged, time.time()))
+        message = msg.Reported(self.spec.rank, index, metrics, staged, time.time())
+        if staged is None:
+            self.channel.send_metrics(message)  # the driver reads these a little later, without a wake-up
+        else:
+            self.channel.send(message)
 
     def drain_uploads(self) -> None:
         """Wait for this worker's ASYNC checkpoint uploads (and the reports queued behind them); raise if one

@@ -5,24 +5,30 @@ rank 0's TCPStore and gloo's sockets, both bound to 127.0.0.1.
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import selectors
 import socket
-from typing import Dict, List
+import time
+from typing import Deque, Dict, List, Tuple
 
 from rafter._backends.base import GroupBase, RankState
-from rafter._backends.frames import FrameReader, frame
+from rafter._backends.frames import Lanes, frame
 from rafter._backends.local import zygote as zygote_mod
 from rafter._backends.output import RankOutput
 from rafter._worker import messages as msg
 from rafter._worker.spec import WorkerSpec
 
+METRICS_LANE_S = 0.1  # how often, at most, a rank's metrics-only reports wake the driver
+LANE_SNDBUF = 1 << 20  # asked for the worker's end of the lane; the kernel caps it (net.core.wmem_max)
+
 
 class LocalRank(RankState):
     def __init__(self, spec: WorkerSpec, output: RankOutput) -> None:
         super().__init__(spec, output)
-        self.open_streams = 2  # stdout and stderr
+        self.open_streams = 3  # stdout, stderr and the metrics lane
+        self.metrics_open = True
 
 
 class LocalWorkerGroup(GroupBase):
@@ -34,24 +40,32 @@ class LocalWorkerGroup(GroupBase):
         self._sel = selectors.DefaultSelector()
         self._by_pid: Dict[int, int] = {}
         self._channels: Dict[int, socket.socket] = {}
+        self._metrics: Dict[int, socket.socket] = {}  # each rank's metrics lane (see rafter._worker.channel)
+        self._resume: Deque[Tuple[float, int]] = collections.deque()  # (when, rank): lanes read lately
         self._sel.register(zygote.sock, selectors.EVENT_READ, ("zygote", None))
         for spec in specs:
             os.makedirs(spec.log_dir, exist_ok=True)
             self._ranks[spec.rank] = LocalRank(
                 spec, RankOutput(os.path.join(spec.log_dir, f"rank_{spec.rank}.log"), f"[rank {spec.rank}] ", echo))
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            lane, their_lane = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            their_lane.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LANE_SNDBUF)  # room for more reports
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
-            zygote.spawn(spec, [theirs.fileno(), out_w, err_w])
+            zygote.spawn(spec, [theirs.fileno(), out_w, err_w, their_lane.fileno()])
             theirs.close()
+            their_lane.close()
             os.close(out_w)
             os.close(err_w)
             self._channels[spec.rank] = mine
             self._sel.register(mine, selectors.EVENT_READ, ("events", spec.rank))
+            lane.setblocking(False)
+            self._metrics[spec.rank] = lane
+            self._sel.register(lane, selectors.EVENT_READ, ("metrics", spec.rank))
             for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
                 os.set_blocking(fd, False)
                 self._sel.register(fd, selectors.EVENT_READ, (name, spec.rank))
-        self._conn = {r: FrameReader(s) for r, s in self._channels.items()}
+        self._conn = {r: Lanes(s, self._metrics[r]) for r, s in self._channels.items()}
         first = frame(msg.Payload(payload))
         for sock in self._channels.values():
             try:
@@ -91,21 +105,32 @@ class LocalWorkerGroup(GroupBase):
                 os.close(key.fileobj)
             else:
                 key.fileobj.close()
-        for sock in self._channels.values():
+        for sock in list(self._channels.values()) + list(self._metrics.values()):
             sock.close()
         self._sel.close()
 
     # -- the pump ------------------------------------------------------------------------------
     def poll(self, timeout: float) -> List[object]:
         out: List[object] = []
+        now = time.monotonic()
+        while self._resume and self._resume[0][0] <= now:
+            _, rank = self._resume.popleft()
+            if self._ranks[rank].metrics_open:
+                self._sel.register(self._metrics[rank], selectors.EVENT_READ, ("metrics", rank))
+        if self._resume:
+            timeout = max(0.0, min(timeout, self._resume[0][0] - now))
         for key, _ in self._sel.select(timeout):
             kind, rank = key.data
             if kind == "zygote":
                 self._on_zygote()
             elif kind == "events":
                 self._on_events(rank, key.fileobj, out)
+            elif kind == "metrics":
+                self._on_metrics(rank, key.fileobj, out)
             else:
                 self._on_output(rank, kind, key.fileobj)
+        for rank in self._exiting:  # a dead rank's last reports come before its Exited
+            self._on_metrics(rank, None, out)
         self._flush_exits(out)
         return out
 
@@ -133,11 +158,38 @@ class LocalWorkerGroup(GroupBase):
                 self._exited(self._ranks[rank], os.waitstatus_to_exitcode(status))
 
     def _on_events(self, rank: int, sock: socket.socket, out: List[object]) -> None:
-        reader = self._conn[rank]
-        for message in reader.read():
+        lanes = self._conn[rank]
+        for message in lanes.read_main():
             self._dispatch(rank, message, out)
-        if reader.eof:
+        if lanes.main.eof:
             self._sel.unregister(sock)
+        if lanes.metrics.eof:
+            self._metrics_done(rank)
+
+    def _on_metrics(self, rank: int, sock, out: List[object]) -> None:
+        """Metrics-only reports. After a read the lane rests for ``METRICS_LANE_S``: a rank that reports
+        every step wakes the driver at most that often, and each wake reads all it sent meanwhile (what
+        does not fit in the lane meanwhile comes on the main lane, which wakes the driver at once)."""
+        lanes = self._conn[rank]
+        if lanes.metrics.eof:
+            return
+        for message in lanes.read_metrics():
+            self._dispatch(rank, message, out)
+        if lanes.metrics.eof:
+            self._metrics_done(rank)
+        elif sock is not None:
+            self._sel.unregister(sock)
+            self._resume.append((time.monotonic() + METRICS_LANE_S, rank))
+
+    def _metrics_done(self, rank: int) -> None:
+        state = self._ranks[rank]
+        if state.metrics_open:
+            state.metrics_open = False
+            state.open_streams -= 1
+            try:
+                self._sel.unregister(self._metrics[rank])
+            except KeyError:
+                pass  # resting: it is not registered
 
     def _on_output(self, rank: int, stream: str, fd: int) -> None:
         state = self._ranks[rank]

@@ -15,7 +15,7 @@ How the zygote itself is made (see ``Zygote.__init__``):
   checks so that it never creates a CUDA context; workers initialise CUDA themselves, after the fork.
 
 Protocol (AF_UNIX SOCK_SEQPACKET, pickled tuples):
-  driver -> zygote: ("spawn", spec) + fds [events, stdout, stderr];  ("killall",);  ("shutdown",)
+  driver -> zygote: ("spawn", spec) + fds [events, stdout, stderr, metrics];  ("killall",);  ("shutdown",)
   zygote -> driver: ("spawned", rank, pid);  ("exited", pid, wait_status)
 If the driver dies, the kernel kills the zygote (PR_SET_PDEATHSIG) and each worker dies with it.
 The train function reaches each worker over its events socket (``Payload``), never through a file.
@@ -42,7 +42,7 @@ MAX_MESSAGE = 1 << 20
 def _become_worker(sock: socket.socket, wake_fds, spec, fds) -> None:
     """Runs in the forked child; never returns."""
     sock.close()
-    events_fd, out_fd, err_fd = fds
+    events_fd, out_fd, err_fd, metrics_fd = fds
 
     def body() -> int:
         forked.enter(wake_fds, out_fd, err_fd)
@@ -50,7 +50,7 @@ def _become_worker(sock: socket.socket, wake_fds, spec, fds) -> None:
         from rafter._worker.bootstrap import run_worker
         from rafter._worker.channel import Channel
 
-        return run_worker(spec, Channel(events_fd))  # the payload is the channel's first message
+        return run_worker(spec, Channel(events_fd, metrics_fd))  # the payload is the channel's first message
 
     forked.run_and_exit(body)
 
@@ -77,7 +77,7 @@ def serve(sock: socket.socket, parent_pid: int) -> None:
                 reap()
             if sock not in ready:
                 continue
-            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 3)
+            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
             if not data:
                 break
             message = pickle.loads(data)
