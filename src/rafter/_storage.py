@@ -197,7 +197,10 @@ class Storage:
         O_TRUNC and rewrites that inode in place, which would change a committed checkpoint through the link
         (a clone or a rename leaves nothing shared that the user can still write).
 
-        Returns the manifest ``{relative path: {"size": bytes, "sha256": hex}}``."""
+        Returns the manifest ``{relative path: {"size": bytes, "sha256": hex}}``; a file rafter moved or cloned
+        (its bytes never passed through rafter) has no ``sha256``: reading it back to hash it would make a
+        report O(bytes) again. The driver hashes such a file only if another rank staged one of the same name
+        and size (see ``rafter._controller.checkpoints``)."""
         manifest: Dict[str, Dict[str, Any]] = {}
         walk = list(os.walk(local_dir))
         if consume and any(os.path.islink(os.path.join(base, name)) for base, _dirs, files in walk for name in files):
@@ -215,10 +218,19 @@ class Storage:
                     with open(src, "rb") as fin, self.fs.open(out, "wb") as fout:
                         digest, size = _copy(fin, fout)
                 key = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
-                manifest[key] = {"size": size, "sha256": digest.hexdigest()}
+                manifest[key] = {"size": size} if digest is None else {"size": size, "sha256": digest.hexdigest()}
                 if on_file is not None:
                     on_file()
         return manifest
+
+    def sha256(self, path: str) -> str:
+        if self.local:
+            return _hash(path)[0].hexdigest()
+        digest = hashlib.sha256()
+        with self.fs.open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(CHUNK), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def download_dir(self, src: str, local_dir: str) -> None:
         if self.local:
@@ -297,12 +309,12 @@ def _hash(path: str):
 
 
 def _stage_local(src: str, out: str, consume: bool):
-    """One file into a local staging folder (see ``Storage.upload_dir``): (sha256, size) of what ``out`` holds.
+    """One file into a local staging folder (see ``Storage.upload_dir``): (sha256 or None, size) of what
+    ``out`` holds; the hash only when the bytes were copied (a rename or a clone is O(1) and stays so).
 
     Crash safety is the copy's: ``out`` lies in a staging folder that nothing lists until the driver commits
     it, and a crash part-way leaves only files the next start removes. A renamed file has left the user's
-    folder, which the caller was about to delete anyway. The hash is read from ``out``, which the user can no
-    longer change, so the manifest says what was staged even if the user's file is rewritten meanwhile."""
+    folder, which the caller was about to delete anyway; a clone shares no block the user can still write."""
     st = os.lstat(src)
     regular = stat.S_ISREG(st.st_mode)  # a link or a special file is copied (its content, as open() reads it)
     if consume and regular:
@@ -310,7 +322,7 @@ def _stage_local(src: str, out: str, consume: bool):
             raise FileExistsError(errno.EEXIST, "a file staged twice", out)
         try:
             os.rename(src, out)
-            return _hash(out)
+            return None, st.st_size
         except OSError as exc:
             if exc.errno not in _NOT_HERE:
                 raise
@@ -323,8 +335,7 @@ def _stage_local(src: str, out: str, consume: bool):
 
                 try:
                     fcntl.ioctl(fd, FICLONE, fin.fileno())
-                    fout.close()
-                    return _hash(out)
+                    return None, os.fstat(fd).st_size
                 except OSError as exc:
                     if exc.errno not in _NOT_HERE:
                         raise

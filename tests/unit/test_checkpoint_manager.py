@@ -101,6 +101,39 @@ def test_different_bytes_under_one_name_is_an_error_naming_path_and_ranks(storag
     assert m.checkpoints == [] and not storage.exists(storage.join("run", rf.STAGING, "attempt_1_report_0"))
 
 
+def test_moved_files_of_one_name_and_size_are_hashed_by_the_driver_to_tell_them_apart(tmp_path):
+    """A rank that moves its files into the staging (delete_local_checkpoint_after_upload) sends no hashes:
+    the driver hashes a file only when another rank staged one of the same name and size."""
+    import hashlib
+    import os
+
+    storage = Storage(str(tmp_path / "results"))
+    storage.makedirs(storage.join("run"))
+
+    def moved(index, rank, files):
+        src = tmp_path / f"ckpt_{index}_{rank}"
+        src.mkdir()
+        for name, data in files.items():
+            (src / name).write_bytes(data)
+        dest = storage.join("run", rf.staging_rel(1, index, rank))
+        return {"staging": dest, "files": storage.upload_dir(str(src), dest, consume=True), "rank": rank}
+
+    m = manager(storage)
+    m.begin_attempt(1, world_size=2)
+    first = moved(0, 0, {"model.bin": b"same", "r0.bin": b"zero"})
+    assert all("sha256" not in info for info in first["files"].values())  # moved: never read
+    m.on_report(0, 0, {}, first)
+    [entry] = m.on_report(1, 0, None, moved(0, 1, {"model.bin": b"same", "r1.bin": b"one"}))
+    assert entry["files"]["model.bin"]["sha256"] == hashlib.sha256(b"same").hexdigest()  # compared, recorded
+    assert "sha256" not in entry["files"]["r0.bin"]  # one rank's own file: nothing to compare
+    with open(os.path.join(m.path(entry["name"]), "model.bin"), "rb") as f:
+        assert f.read() == b"same"
+    m.on_report(0, 1, {}, moved(1, 0, {"model.bin": b"aaaa"}))
+    with pytest.raises(CheckpointConflictError, match=r"model.bin \(rank 0: 4 bytes, rank 1: 4 bytes\)"):
+        m.on_report(1, 1, None, moved(1, 1, {"model.bin": b"bbbb"}))  # same size, other bytes
+    assert [c["name"] for c in m.checkpoints] == ["checkpoint_000001"]
+
+
 def test_retention_keeps_the_best_and_the_latest_and_journals_removals(storage, caplog):
     m = manager(storage, num_to_keep=2, checkpoint_score_attribute="score")
     m.begin_attempt(1, world_size=1)

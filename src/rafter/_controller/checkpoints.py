@@ -136,7 +136,7 @@ class CheckpointManager:
                 seen = files.get(rel)
                 if seen is None:
                     files[rel] = dict(info, rank=rank)
-                elif seen["sha256"] != info["sha256"]:
+                elif not self._same_file(rel, seen, staged[seen["rank"]], info, staged[rank]):
                     conflicts.append(f"{rel} (rank {seen['rank']}: {seen['size']} bytes, rank {rank}: "
                                      f"{info['size']} bytes)")
         if conflicts:
@@ -148,6 +148,17 @@ class CheckpointManager:
                 f"f\"model_rank{{train.get_context().get_world_rank()}}.pt\", or write the file on rank 0 only.",
                 kind=FailureKind.CHECKPOINT, attempt_errors=[])
         return files
+
+    def _same_file(self, rel: str, a: dict, staged_a: dict, b: dict, staged_b: dict) -> bool:
+        """Two ranks staged a file of the same name: the same bytes? Sizes first; then hashes, which the driver
+        computes here for a file a rank moved or cloned into its staging (the worker hashes only what it
+        copies), and records in the manifest."""
+        if a["size"] != b["size"]:
+            return False
+        for info, folder in ((a, staged_a), (b, staged_b)):
+            if "sha256" not in info:
+                info["sha256"] = self.storage.sha256(self.storage.join_path(folder["staging"], rel))
+        return a["sha256"] == b["sha256"]
 
     def commit(self, index: int, staged: Dict[int, dict], metrics: Dict[str, Any]) -> dict:
         files = self._merge(index, staged)
