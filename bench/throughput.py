@@ -1,22 +1,29 @@
 """Training throughput under rafter vs a plain torchrun DDP script, report() cost, and worker memory.
 
-    python bench/throughput.py                 # full run: 2 workloads x 3 repeats x 2 sides (~2-3 min)
-    python bench/throughput.py --quick         # 1 repeat, fewer steps: a smoke test, not a measurement
+    python bench/throughput.py --repeats 5 --steps 400   # the acceptance run (~4 min)
+    python bench/throughput.py --quick                   # 1 repeat, fewer steps: a smoke test, not a measurement
 
 For each workload (bench/throughput_workloads.py: an MLP and the Llama of examples/llama_finetune.py) both
 sides run the same steps with 2 workers (gloo, 1 torch thread each, loopback):
 
-* rafter: TorchTrainer + prepare_model (DDP) and ``train.report({"step", "loss"})`` after *every* step;
+* rafter: ``python bench/rafter_throughput_job.py``: TorchTrainer + prepare_model (DDP) and
+  ``train.report({"step", "loss"})`` after *every* step;
 * torchrun: ``torchrun --standalone --nproc_per_node=2 bench/baselines/torchrun_throughput.py``.
 
-Each side times its steady state inside the workers (``time.perf_counter`` around the steps after the
-warm-up, slowest rank wins); the sides alternate, 3 times each, and the medians are compared
-(target: rafter / torchrun >= 0.98). ``report()`` is timed inside a worker over 20k back-to-back calls with
-a 3-number metrics dict (target <= 50 us): wall time, which includes waiting whenever the driver falls
-behind, and the worker's CPU time. Memory is each worker's USS, PSS and RSS right after the loop (max over
-ranks, median over repeats): a rafter worker vs a torchrun worker, same model, same point. rafter's workers
-are forked from a zygote, so torch's pages are shared with it: USS is what a worker adds.
-Run it on a quiet machine: another busy process on the same cores moves these numbers more than rafter does.
+**Pairing.** Each repeat starts both sides at once; after their warm-up they take turns on the cores, one
+segment of steps at a time (``--segment``, default 50 steps), handed out by this script (the
+``Baton`` of throughput_workloads.py): rafter runs 50 steps while torchrun waits, then torchrun runs 50, and
+so on, the side that goes first alternating between repeats. Each segment is timed inside the workers from
+a barrier to a barrier; a side's steps/s is its steps over the sum of its segments. A repeat's ratio is
+rafter's steps/s over torchrun's in that repeat, and the figure is the median of those pairwise ratios
+(target >= 0.99). Whole runs one after the other are not paired closely enough on this machine: its
+speed drifts by +-10 % over minutes, more than any difference between the two sides.
+
+``report()`` is timed inside a worker over 20k back-to-back calls with a 3-number metrics dict (target
+<= 50 us): wall time, which includes waiting whenever the driver falls behind, and the worker's CPU time.
+Memory is each worker's USS, PSS and RSS right after the loop (max over ranks, median over repeats): a
+rafter worker vs a torchrun worker, same model, same point. rafter's workers are forked from a zygote, so
+torch's pages are shared with it: USS is what a worker adds.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -33,23 +41,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from throughput_workloads import WORKLOADS  # noqa: E402
+from throughput_workloads import WORKLOADS, Baton  # noqa: E402
 
 BASELINE = os.path.join(HERE, "baselines", "torchrun_throughput.py")
-RATIO_TARGET, REPORT_TARGET_US = 0.98, 50.0
+RAFTER_JOB = os.path.join(HERE, "rafter_throughput_job.py")
+RATIO_TARGET, REPORT_TARGET_US = 0.99, 50.0
 
 
-# -- what rafter's workers run (defined in __main__ like a user's script; cloudpickle sends it) ------------
-def rafter_train(config):
-    from rafter import train
-    from throughput_workloads import build, summarize, timed_steps
-
-    model, loss_fn, batches = build(config["workload"])
-    model = train.torch.prepare_model(model)
-    elapsed = timed_steps(model, loss_fn, batches, config["steps"], config["warmup"], report=train.report)
-    return summarize(elapsed, config["steps"])
-
-
+# -- what rafter's worker runs for the report() cost (defined in __main__ like a user's script) ----------
 def rafter_report_cost(config):
     import time as _time
 
@@ -65,33 +64,107 @@ def rafter_report_cost(config):
     return {"wall_us": wall / n * 1e6, "cpu_us": cpu / n * 1e6}
 
 
-# -- the two sides -----------------------------------------------------------------------------------------
-def run_rafter(workload: str, steps: int, warmup: int, storage: str, tag: str) -> dict:
-    from rafter.train import RunConfig, ScalingConfig
-    from rafter.train.torch import TorchTrainer
-
-    result = TorchTrainer(
-        rafter_train,
-        train_loop_config={"workload": workload, "steps": steps, "warmup": warmup},
-        scaling_config=ScalingConfig(num_workers=2),
-        run_config=RunConfig(name=f"throughput_{workload}_{tag}", storage_path=storage),
-    ).fit()
-    return result.return_value
+# -- the two sides, taking turns -----------------------------------------------------------------------
+def commands(workload: str, steps: int, warmup: int) -> dict:
+    args = ["--workload", workload, "--steps", str(steps), "--warmup", str(warmup)]
+    return {
+        "rafter": [sys.executable, RAFTER_JOB] + args,
+        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                     BASELINE] + args,
+    }
 
 
-def run_torchrun(workload: str, steps: int, warmup: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # rafter keeps gloo on loopback too
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", BASELINE,
-           "--workload", workload, "--steps", str(steps), "--warmup", str(warmup)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise SystemExit(
-        f"torchrun baseline failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-        f"stdout tail:\n{proc.stdout[-2000:]}\nstderr tail:\n{proc.stderr[-3000:]}"
-    )
+class _Side:
+    def __init__(self, name: str, cmd: list, env: dict, folder: str) -> None:
+        self.name, self.cmd = name, cmd
+        self.log_path = os.path.join(folder, f"{name}.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.line = None
+        self.segments: list = []
+
+    def failed(self, why: str) -> SystemExit:
+        self.proc.kill()
+        self.log.close()
+        with open(self.log_path) as f:
+            tail = f.read()[-4000:]
+        return SystemExit(f"{self.name} side: {why} (exit {self.proc.poll()}): {' '.join(self.cmd)}\n{tail}")
+
+    def say(self, line: str) -> None:
+        self.line.write(line + "\n")
+        self.line.flush()
+
+    def expect(self, word: str) -> list:
+        text = self.line.readline()
+        if os.environ.get("BATON_DEBUG"):
+            print(f"[baton] {time.time():.2f} {self.name}: {text.strip()!r}", file=sys.stderr, flush=True)
+        if not text:
+            raise self.failed(f"ended while the coordinator waited for {word!r}")
+        parts = text.split()
+        if parts[0] != word:
+            raise self.failed(f"said {text!r}, expected {word!r}")
+        return parts[1:]
+
+    def result(self) -> dict:
+        try:
+            code = self.proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            raise self.failed("did not exit")
+        self.log.close()
+        with open(self.log_path) as f:
+            for line in f:
+                if line.startswith("RESULT "):  # printed after the steps; what the shutdown does is not timed
+                    return dict(json.loads(line[len("RESULT "):]), exit_code=code)
+        raise self.failed("no RESULT line")
+
+
+def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str) -> dict:
+    """Both sides at once, taking turns segment by segment; returns {side: result} with "segments"."""
+    with tempfile.TemporaryDirectory(prefix="rafter-baton-") as folder:
+        path = os.path.join(folder, "baton.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(2)
+        listener.settimeout(300)  # both sides import torch and warm up before they connect
+        env = dict(os.environ, OMP_NUM_THREADS="1", **{Baton.ENV: path})
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # rafter keeps gloo on loopback too
+        sides = {name: _Side(name, cmd, env, folder) for name, cmd in commands(workload, steps, warmup).items()}
+        try:
+            for _ in sides:
+                try:
+                    conn, _addr = listener.accept()
+                except socket.timeout:
+                    raise next(iter(s for s in sides.values() if s.line is None)).failed("never connected")
+                conn.settimeout(600)
+                line = conn.makefile("rw")
+                name = line.readline().split()[-1]
+                sides[name].line = line
+            order = [first] + [n for n in sides if n != first]
+            left = {n: steps for n in sides}
+            while any(left.values()):
+                for name in order:
+                    side = sides[name]
+                    if not left[name]:
+                        continue
+                    side.expect("ready")
+                    n = min(segment, left[name])
+                    side.say(f"go {n}")
+                    (seconds,) = side.expect("done")
+                    side.segments.append((n, float(seconds)))
+                    left[name] -= n
+            for side in sides.values():
+                side.expect("ready")
+                side.say("end")
+            out = {}
+            for name, side in sides.items():
+                out[name] = dict(side.result(), segments=side.segments)
+            return out
+        finally:
+            for side in sides.values():
+                if side.proc.poll() is None:
+                    side.proc.kill()
+                    side.proc.wait()
+            listener.close()
 
 
 def measure_report_cost(calls: int, storage: str) -> float:
@@ -109,16 +182,23 @@ def mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
+def pair_ratios(sides: dict) -> list:
+    return [a["steps_per_s"] / b["steps_per_s"] for a, b in zip(sides["rafter"], sides["torchrun"])]
+
+
 def table(results: dict, report: dict, calls: int) -> str:
     lines = [
-        "| workload | rafter steps/s | torchrun steps/s | rafter / torchrun | target |",
-        "|---|---:|---:|---:|---|",
+        "| workload | rafter steps/s | torchrun steps/s | rafter / torchrun (median of pairs) | pairs | target |",
+        "|---|---:|---:|---:|---|---|",
     ]
     for workload, sides in results.items():
         r = statistics.median(x["steps_per_s"] for x in sides["rafter"])
         t = statistics.median(x["steps_per_s"] for x in sides["torchrun"])
-        ok = "ok" if r / t >= RATIO_TARGET else "BELOW"
-        lines.append(f"| {workload} | {r:.1f} | {t:.1f} | {r / t:.3f} | >= {RATIO_TARGET} ({ok}) |")
+        ratios = pair_ratios(sides)
+        ratio = statistics.median(ratios)
+        ok = "ok" if ratio >= RATIO_TARGET else "BELOW"
+        pairs = " ".join(f"{x:.3f}" for x in ratios)
+        lines.append(f"| {workload} | {r:.1f} | {t:.1f} | {ratio:.3f} | {pairs} | >= {RATIO_TARGET} ({ok}) |")
     wall = report["wall_us"]
     lines += [
         "",
@@ -145,6 +225,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default per workload)")
     parser.add_argument("--report-calls", type=int, default=20000)
+    parser.add_argument("--segment", type=int, default=50, help="steps a side runs per turn")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 1/5 of the steps: checks the script runs")
     parser.add_argument("--json", default=None, help="also write the raw numbers to this file")
     args = parser.parse_args(argv)
@@ -163,17 +244,15 @@ def main(argv=None) -> None:
                 if args.quick:
                     steps = max(10, steps // 5)
                 warmup = WORKLOADS[workload]["warmup"]
-                order = ("rafter", "torchrun") if rep % 2 == 0 else ("torchrun", "rafter")
-                for side in order:
-                    t0 = time.perf_counter()
-                    if side == "rafter":
-                        out = run_rafter(workload, steps, warmup, storage, str(rep))
-                    else:
-                        out = run_torchrun(workload, steps, warmup)
+                first = "rafter" if rep % 2 == 0 else "torchrun"
+                t0 = time.perf_counter()
+                pair = run_pair(workload, steps, warmup, max(1, min(args.segment, steps)), first)
+                for side, out in pair.items():
                     results[workload][side].append(out)
-                    print(f"[throughput] {workload} {side} run {rep + 1}/{repeats}: {out['steps_per_s']:.1f} steps/s "
-                          f"({steps} steps after {warmup} warm-up; {time.perf_counter() - t0:.1f} s wall)",
-                          file=sys.stderr, flush=True)
+                r, t = pair["rafter"]["steps_per_s"], pair["torchrun"]["steps_per_s"]
+                print(f"[throughput] {workload} run {rep + 1}/{repeats} ({first} first): rafter {r:.1f}, torchrun "
+                      f"{t:.1f} steps/s, ratio {r / t:.3f} ({steps} steps each after {warmup} warm-up; "
+                      f"{time.perf_counter() - t0:.1f} s wall)", file=sys.stderr, flush=True)
         report = measure_report_cost(calls, storage)
     print(table(results, report, calls))
     if args.json:

@@ -56,26 +56,93 @@ def build(workload: str, seed: int = 0):
     raise ValueError(f"unknown workload {workload!r}; expected one of {sorted(WORKLOADS)}")
 
 
+class Baton:
+    """Rank 0's line to bench/throughput.py's coordinator, which lets one side at a time run its next
+    segment of steps (``RAFTER_BENCH_BATON``: the coordinator's Unix socket). The two sides then take
+    turns on the same cores within seconds of each other, so a machine that speeds up or slows down
+    (a shared host does, by +-10 % over minutes) moves both alike instead of deciding the ratio."""
+
+    ENV = "RAFTER_BENCH_BATON"
+
+    def __init__(self, path: str, side: str) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.file = self.sock.makefile("rw")
+        self.say(f"hello {side}")
+
+    def say(self, line: str) -> None:
+        self.file.write(line + "\n")
+        self.file.flush()
+
+    @classmethod
+    def from_env(cls, side: str) -> Optional["Baton"]:
+        path = os.environ.get(cls.ENV)
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        return cls(path, side) if path and rank == 0 else None
+
+    def take(self) -> int:
+        """Wait for this side's turn; returns how many steps to run (0: this side has run all its steps)."""
+        self.say("ready")
+        line = self.file.readline().split()
+        return int(line[1]) if line and line[0] == "go" else 0
+
+    def give_back(self, seconds: float) -> None:
+        self.say(f"done {seconds!r}")
+
+
+def _step(model, loss_fn, optimizer, batch, i: int, report) -> None:
+    loss = loss_fn(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    value = loss.item()  # both sides read the loss every step, as a real loop that logs it does
+    if report is not None:
+        report({"step": i, "loss": value})
+
+
+def _all_ranks(value: int) -> int:
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value])
+    dist.broadcast(t, src=0)  # rank 0 holds the baton; the others wait here for its turn
+    return int(t.item())
+
+
 def timed_steps(model, loss_fn, batches, steps: int, warmup: int,
-                report: Optional[Callable[[dict], None]] = None) -> float:
+                report: Optional[Callable[[dict], None]] = None, side: str = "?") -> float:
     """Run ``warmup + steps`` SGD steps; return the seconds the last ``steps`` took on this rank.
 
     ``report``, when given, is called after every step with a small metrics dict (rafter: train.report).
+    Under bench/throughput.py's coordinator (``Baton``), the timed steps run in the segments it hands out,
+    each timed from a barrier to a barrier, and the time is their sum.
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    start = None
-    for i in range(warmup + steps):
-        if i == warmup:
-            if dist.is_initialized():
-                dist.barrier()  # every rank starts the clock together
+    for i in range(warmup):
+        _step(model, loss_fn, optimizer, batches[i % len(batches)], i, report)
+    baton = Baton.from_env(side) if dist.is_initialized() else None
+    if os.environ.get(Baton.ENV) and dist.is_initialized():
+        elapsed, i = 0.0, warmup
+        while True:
+            turn = _all_ranks(baton.take() if baton else 0)  # 0 once this side has run all its steps
+            if turn <= 0:
+                return elapsed
+            dist.barrier()
             start = time.perf_counter()
-        loss = loss_fn(model, batches[i % len(batches)])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = loss.item()  # both sides read the loss every step, as a real loop that logs it does
-        if report is not None:
-            report({"step": i, "loss": value})
+            for _ in range(turn):
+                _step(model, loss_fn, optimizer, batches[i % len(batches)], i, report)
+                i += 1
+            dist.barrier()  # a segment ends when its slowest rank is done
+            seconds = time.perf_counter() - start
+            elapsed += seconds
+            if baton:
+                baton.give_back(seconds)
+    if dist.is_initialized():
+        dist.barrier()  # every rank starts the clock together
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        _step(model, loss_fn, optimizer, batches[i % len(batches)], i, report)
     return time.perf_counter() - start
 
 
