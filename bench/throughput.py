@@ -96,8 +96,6 @@ class _Side:
 
     def expect(self, word: str) -> list:
         text = self.line.readline()
-        if os.environ.get("BATON_DEBUG"):
-            print(f"[baton] {time.time():.2f} {self.name}: {text.strip()!r}", file=sys.stderr, flush=True)
         if not text:
             raise self.failed(f"ended while the coordinator waited for {word!r}")
         parts = text.split()
