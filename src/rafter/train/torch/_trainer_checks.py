@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 from rafter.train._config import RunConfig, ScalingConfig
 from rafter.train._validation import (
