@@ -7,7 +7,6 @@ after every step; the same steps as bench/baselines/torchrun_throughput.py (benc
 Prints one line ``RESULT <json>`` as the baseline does.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from throughput_workloads import WORKLOADS  # noqa: E402
+from throughput_workloads import parse_args  # noqa: E402
 
 from rafter.train import RunConfig, ScalingConfig  # noqa: E402
 from rafter.train.torch import TorchTrainer  # noqa: E402
@@ -35,19 +34,13 @@ def train_func(config):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mlp")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=None)
-    args = parser.parse_args()
-    steps = args.steps or WORKLOADS[args.workload]["steps"]
-    warmup = args.warmup if args.warmup is not None else WORKLOADS[args.workload]["warmup"]
+    workload, steps, warmup = parse_args()
     with tempfile.TemporaryDirectory(prefix="rafter-throughput-") as storage:
         result = TorchTrainer(
             train_func,
-            train_loop_config={"workload": args.workload, "steps": steps, "warmup": warmup},
+            train_loop_config={"workload": workload, "steps": steps, "warmup": warmup},
             scaling_config=ScalingConfig(num_workers=2),
-            run_config=RunConfig(name=f"throughput_{args.workload}", storage_path=storage),
+            run_config=RunConfig(name=f"throughput_{workload}", storage_path=storage),
         ).fit()
     print("RESULT " + json.dumps(result.return_value), flush=True)
 

@@ -3,8 +3,8 @@
     python bench/report_checkpoint.py [--ranks 2,8] [--reports 30] [--mb 4] [--step 0.05] [--dir PATH]
 
 Each rank of a real ``TorchTrainer.fit()`` (local backend, gloo) writes a fresh folder with its own shard
-(``--mb`` MB) every ``--step`` seconds of simulated training, and times its ``train.report(metrics,
-checkpoint=...)`` (SYNC). Two ways, side by side in one run, storage under the same /tmp as the folders:
+(``--mb`` MB) every ``--step`` seconds of simulated training, waits for the others to have written theirs,
+and times its ``train.report(metrics, checkpoint=...)`` (SYNC). Two ways, side by side in one run, storage under the same /tmp as the folders:
 
 - keep:  the user keeps the folder (the default): rafter clones it copy-on-write where the filesystem can
          (XFS, Btrfs), else copies it, hashing the bytes on the way;
@@ -49,6 +49,9 @@ def train_fn(config):
         folder = tempfile.mkdtemp(prefix="ckpt-", dir=config["tmp"])
         with open(os.path.join(folder, f"shard_{rank}.pt"), "wb") as f:
             f.write(data)
+        # Every rank has saved: the reports then start together, and none waits for a core behind another
+        # rank's save (8 ranks on 2 cores would otherwise time the machine's oversubscription, not report()).
+        dist.barrier()
         t0 = time.perf_counter()
         train.report({"step": i}, checkpoint=Checkpoint.from_directory(folder),
                      delete_local_checkpoint_after_upload=config["move"])

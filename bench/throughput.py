@@ -116,7 +116,7 @@ class _Side:
         raise self.failed("no RESULT line")
 
 
-def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str) -> dict:
+def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, report: bool = True) -> dict:
     """Both sides at once, taking turns segment by segment; returns {side: result} with "segments"."""
     with tempfile.TemporaryDirectory(prefix="rafter-baton-") as folder:
         path = os.path.join(folder, "baton.sock")
@@ -125,6 +125,8 @@ def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str) -
         listener.listen(2)
         listener.settimeout(300)  # both sides import torch and warm up before they connect
         env = dict(os.environ, OMP_NUM_THREADS="1", **{Baton.ENV: path})
+        if not report:
+            env["BENCH_NO_REPORT"] = "1"  # the rafter side trains without train.report(): what reporting costs
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # rafter keeps gloo on loopback too
         sides = {name: _Side(name, cmd, env, folder) for name, cmd in commands(workload, steps, warmup).items()}
         try:
@@ -224,6 +226,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default per workload)")
     parser.add_argument("--report-calls", type=int, default=20000)
     parser.add_argument("--segment", type=int, default=50, help="steps a side runs per turn")
+    parser.add_argument("--no-report", action="store_true", help="rafter's workers don't call train.report()")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 1/5 of the steps: checks the script runs")
     parser.add_argument("--json", default=None, help="also write the raw numbers to this file")
     args = parser.parse_args(argv)
@@ -244,7 +247,7 @@ def main(argv=None) -> None:
                 warmup = WORKLOADS[workload]["warmup"]
                 first = "rafter" if rep % 2 == 0 else "torchrun"
                 t0 = time.perf_counter()
-                pair = run_pair(workload, steps, warmup, max(1, min(args.segment, steps)), first)
+                pair = run_pair(workload, steps, warmup, max(1, min(args.segment, steps)), first, not args.no_report)
                 for side, out in pair.items():
                     results[workload][side].append(out)
                 r, t = pair["rafter"]["steps_per_s"], pair["torchrun"]["steps_per_s"]

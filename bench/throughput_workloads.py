@@ -26,6 +26,20 @@ WORKLOADS = {
 }
 
 
+def parse_args(argv=None):
+    """The command line both sides' scripts take: ``(workload, steps, warmup)``."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mlp")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=None)
+    args = parser.parse_args(argv)
+    steps = args.steps or WORKLOADS[args.workload]["steps"]
+    warmup = args.warmup if args.warmup is not None else WORKLOADS[args.workload]["warmup"]
+    return args.workload, steps, warmup
+
+
 def build(workload: str, seed: int = 0):
     """(model, loss_fn(model, batch), batches): the same on every rank, on CPU."""
     g = torch.Generator().manual_seed(seed)

@@ -7,7 +7,6 @@ one line ``RESULT <json>``: steps/s from the slowest rank's timer over the stead
 USS/RSS over ranks taken right after the loop.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -17,20 +16,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
-from throughput_workloads import WORKLOADS, build, summarize, timed_steps  # noqa: E402
+from throughput_workloads import build, parse_args, summarize, timed_steps  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mlp")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=None)
-    args = parser.parse_args()
-    steps = args.steps or WORKLOADS[args.workload]["steps"]
-    warmup = args.warmup if args.warmup is not None else WORKLOADS[args.workload]["warmup"]
-
+    workload, steps, warmup = parse_args()
     dist.init_process_group("gloo")  # rank, world size and master address come from torchrun's env
-    model, loss_fn, batches = build(args.workload)
+    model, loss_fn, batches = build(workload)
     model = DistributedDataParallel(model)
     elapsed = timed_steps(model, loss_fn, batches, steps, warmup, side="torchrun")
     summary = summarize(elapsed, steps)

@@ -191,7 +191,8 @@ class Storage:
         """Put a local folder's files into ``dest``, hashing them on the way (one read pass).
 
         Local storage takes the files' blocks without copying them where it can: ``consume=True`` (the caller
-        deletes ``local_dir`` afterwards) renames each file into ``dest`` when both are on one filesystem;
+        deletes ``local_dir`` afterwards) renames the folder itself to ``dest`` when both are on one filesystem
+        and it holds only folders and regular files (one rename however many files), else each file;
         otherwise each file is cloned copy-on-write (FICLONE) where the filesystem can. Everything else is
         copied. Hard links are never used: a later ``torch.save`` to the same path opens the file with
         O_TRUNC and rewrites that inode in place, which would change a committed checkpoint through the link
@@ -205,6 +206,15 @@ class Storage:
         walk = list(os.walk(local_dir))
         if consume and any(os.path.islink(os.path.join(base, name)) for base, _dirs, files in walk for name in files):
             consume = False  # a link may point at a file moved before it: copy all, as the user's folder says
+        if consume and self.local and _move_tree(local_dir, dest, walk):
+            for base, _dirs, files in walk:
+                rel = os.path.relpath(base, local_dir)
+                for name in sorted(files):
+                    key = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+                    manifest[key] = {"size": os.lstat(os.path.join(dest, key)).st_size}
+                    if on_file is not None:
+                        on_file()
+            return manifest
         for base, _dirs, files in walk:
             rel = os.path.relpath(base, local_dir)
             target = dest if rel == "." else self.join_path(dest, rel)
@@ -306,6 +316,32 @@ def _hash(path: str):
                 return digest, size
             digest.update(chunk)
             size += len(chunk)
+
+
+def _move_tree(local_dir: str, dest: str, walk) -> bool:
+    """Rename a folder of plain files to ``dest`` (not there yet), its folders then getting the mode the
+    storage's own folders get; False where that can't be done (another filesystem, links, special files)."""
+    for base, dirs, files in walk:
+        for name in dirs + files:
+            mode = os.lstat(os.path.join(base, name)).st_mode
+            if not (stat.S_ISDIR(mode) if name in dirs else stat.S_ISREG(mode)):
+                return False  # a link (to a folder, too) or a special file: staged file by file, as its content
+    parent = os.path.dirname(dest.rstrip(os.sep))
+    os.makedirs(parent, exist_ok=True)
+    if os.path.lexists(dest):
+        return False
+    try:
+        os.rename(local_dir, dest)
+    except OSError as exc:
+        if exc.errno in _NOT_HERE or exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
+    mode = stat.S_IMODE(os.stat(parent).st_mode)  # what makedirs gave the staging: the umask's, not mkdtemp's 0700
+    os.chmod(dest, mode)
+    for base, dirs, _files in walk:
+        for name in dirs:
+            os.chmod(os.path.join(dest, os.path.relpath(base, local_dir), name), mode)
+    return True
 
 
 def _stage_local(src: str, out: str, consume: bool):

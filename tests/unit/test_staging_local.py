@@ -75,3 +75,32 @@ def test_another_filesystem_is_copied_even_when_the_folder_may_be_consumed(tmp_p
         assert Storage(str(tmp_path / "results")).upload_dir(str(src), dest, consume=True) == expected
         with open(os.path.join(dest, "sub", "opt.bin"), "rb") as f:
             assert f.read() == b"state"
+
+
+def test_a_folder_of_plain_files_is_moved_whole_with_the_storage_folders_mode(tmp_path):
+    import stat
+    import tempfile
+
+    src = tempfile.mkdtemp(dir=tmp_path)  # mode 0700, as mkdtemp makes it
+    expected = folder(tmp_path.__class__(src), FILES)
+    os.chmod(os.path.join(src, "sub"), 0o700)
+    dest = str(tmp_path / "results" / ".staging" / "attempt_1_report_0" / "rank_0")
+    got = Storage(str(tmp_path / "results")).upload_dir(src, dest, consume=True)
+    assert got == {name: {"size": info["size"]} for name, info in expected.items()}
+    assert not os.path.lexists(src)  # the folder itself went: one rename
+    parent_mode = stat.S_IMODE(os.stat(os.path.dirname(dest)).st_mode)
+    for path in (dest, os.path.join(dest, "sub")):
+        assert stat.S_IMODE(os.stat(path).st_mode) == parent_mode  # not mkdtemp's 0700
+
+
+def test_a_folder_with_a_linked_subfolder_is_staged_file_by_file_and_the_link_is_not_staged(tmp_path):
+    src, dest = tmp_path / "ckpt", str(tmp_path / "results" / ".staging" / "0")
+    folder(src, FILES)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret").write_bytes(b"not yours")
+    os.symlink(elsewhere, src / "linked")
+    got = Storage(str(tmp_path / "results")).upload_dir(str(src), dest, consume=True)
+    assert sorted(got) == ["empty", "model.pt", "sub/opt.bin"]
+    assert not os.path.lexists(os.path.join(dest, "linked"))  # never a link inside a staged checkpoint
+    assert (elsewhere / "secret").read_bytes() == b"not yours"
