@@ -112,3 +112,16 @@ def test_a_report_too_big_for_the_lane_goes_on_the_main_one():
     for _ in range(10):  # one recv per wake: the big frame takes a few
         got += lanes.read_main()
     assert [len(m[1]) if isinstance(m[1], str) else m[1] for m in got] == [200_000, 2]
+
+
+def test_one_read_of_the_lane_takes_a_bounded_number_of_reports_and_the_rest_keeps_its_order():
+    channel, lanes = pair()
+    for i in range(250):
+        channel.send_metrics(("metrics", i))
+    channel.send(("main", 250))
+    first = lanes.metrics.read(most=100)
+    assert len(first) == 100  # a flooding rank can't keep the driver in one read
+    got = lanes._release(first)
+    while len(got) < 251:
+        got += lanes.read_main() + lanes.read_metrics()
+    assert [m[1] for m in got] == list(range(251))

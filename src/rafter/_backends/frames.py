@@ -83,10 +83,11 @@ class PacketReader:
         self.sock = sock
         self.eof = False
 
-    def read(self) -> List[tuple]:
-        """Every message the lane holds now."""
+    def read(self, most: int = 4096) -> List[tuple]:
+        """The messages the lane holds now, ``most`` at the most: a rank that reports faster than the
+        driver reads can't keep it here (what is left waits for the next read, in order)."""
         messages: List[tuple] = []
-        while not self.eof:
+        while not self.eof and len(messages) < most:
             try:
                 packet = self.sock.recv(LANE_MAX)
             except (BlockingIOError, InterruptedError):
