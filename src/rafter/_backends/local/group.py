@@ -179,7 +179,8 @@ class LocalWorkerGroup(GroupBase):
             self._metrics_done(rank)
         elif sock is not None:
             self._sel.unregister(sock)
-            self._resume.append((time.monotonic() + METRICS_LANE_S, rank))
+            # On a grid shared by every rank: the lanes of all ranks come back together, in one wake.
+            self._resume.append(((time.monotonic() // METRICS_LANE_S + 1) * METRICS_LANE_S, rank))
 
     def _metrics_done(self, rank: int) -> None:
         state = self._ranks[rank]
