@@ -81,3 +81,24 @@ def test_summarize_keeps_the_default_group_and_names_dtypes():
     assert s["count"] == 2 and [e["seq"] for e in s["recent"]] == [1, 2]
     assert s["recent"][0] == {"seq": 1, "kind": "all_reduce", "shapes": [[2, 3]], "dtypes": ["float64"], "time": 5.0}
     assert s["signatures"] == {"all_reduce [[2, 3]] ['float64']": 2}
+
+
+def test_a_rank_that_crashed_outside_a_collective_is_named_for_its_crash_not_for_being_behind():
+    """Its summary (asked before it crashed) is behind the others', because it died: the crash is the
+    root cause. A native crash stays open to a collective story only when the ranks disagree on a
+    collective (a dtype mismatch aborts inside gloo)."""
+    import signal
+
+    peer = {"type": "RuntimeError", "message": "Connection closed by peer [127.0.0.1]:1", "traceback": "",
+            "time": 5.2, "phase": "train function"}
+    outcomes = [outcome(0, [entry(1), entry(2)], exit_time=5.3, error=dict(peer)),
+                outcome(1, [entry(1), entry(2)], exit_time=5.3, error=dict(peer)),
+                outcome(2, [entry(1)], exit_time=5.0, signal=signal.SIGSEGV)]
+    err = build_verdict(outcomes, run_start=0.0, log_dir="/l")
+    assert err.rank == 2 and err.kind == "crash", err.first_line
+    assert "crashed with SIGSEGV in native code" in err.first_line
+    mismatch = [outcome(r, [entry(1), entry(2, dtype="float64" if r == 2 else "float32")], exit_time=5.0 + r / 10,
+                        signal=signal.SIGABRT if r == 2 else None, error=None if r == 2 else dict(peer))
+                for r in range(3)]
+    err = build_verdict(mismatch, run_start=0.0, log_dir="/l")
+    assert err.rank == 2 and err.kind == "collective_mismatch", err.first_line

@@ -215,6 +215,8 @@ def _out_of_step(root: Failure, failed: List[Failure], outcomes: List[RankOutcom
     found = explain(by_rank, hang)
     if found is None:
         return None
+    if root.kind == "crash" and found.kind != "collective_mismatch":
+        return None  # behind because it crashed (or beside it): the crash says more; a mismatch aborts inside gloo
     o = by_rank[found.rank]
     own = next((f for f in failed if f.rank == found.rank), None)
     details = []
