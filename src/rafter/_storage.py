@@ -210,7 +210,7 @@ class Storage:
             for base, _dirs, files in walk:
                 rel = os.path.relpath(base, local_dir)
                 for name in sorted(files):
-                    key = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+                    key = _manifest_key(rel, name)
                     manifest[key] = {"size": os.lstat(os.path.join(dest, key)).st_size}
                     if on_file is not None:
                         on_file()
@@ -227,7 +227,7 @@ class Storage:
                 else:
                     with open(src, "rb") as fin, self.fs.open(out, "wb") as fout:
                         digest, size = _copy(fin, fout)
-                key = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+                key = _manifest_key(rel, name)
                 manifest[key] = {"size": size} if digest is None else {"size": size, "sha256": digest.hexdigest()}
                 if on_file is not None:
                     on_file()
@@ -318,14 +318,19 @@ def _hash(path: str):
             size += len(chunk)
 
 
+def _manifest_key(rel: str, name: str) -> str:
+    """A staged file's name in the manifest: its path under the checkpoint folder, with "/"."""
+    return name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+
+
 def _move_tree(local_dir: str, dest: str, walk) -> bool:
     """Rename a folder of plain files to ``dest`` (not there yet), its folders then getting the mode the
     storage's own folders get; False where that can't be done (another filesystem, links, special files)."""
-    for base, dirs, files in walk:
-        for name in dirs + files:
-            mode = os.lstat(os.path.join(base, name)).st_mode
-            if not (stat.S_ISDIR(mode) if name in dirs else stat.S_ISREG(mode)):
-                return False  # a link (to a folder, too) or a special file: staged file by file, as its content
+    for base, dirs, files in walk:  # a link (to a folder, too) or a special file: staged file by file
+        if not all(stat.S_ISDIR(os.lstat(os.path.join(base, name)).st_mode) for name in dirs):
+            return False
+        if not all(stat.S_ISREG(os.lstat(os.path.join(base, name)).st_mode) for name in files):
+            return False
     parent = os.path.dirname(dest.rstrip(os.sep))
     os.makedirs(parent, exist_ok=True)
     if os.path.lexists(dest):

@@ -7,13 +7,23 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
-from typing import List
+from typing import List, Optional
 
 from rafter._worker.channel import LANE_MAX
 from rafter._worker.channel import SEQ as _SEQ  # the number that starts each frame of a two-lane channel
 
 
 _LEN, _LONG = struct.Struct("!i"), struct.Struct("!Q")
+
+
+def _recv_now(sock: socket.socket, size: int) -> Optional[bytes]:
+    """What a non-blocking socket holds now: None when nothing yet, b"" when it is closed (or broken)."""
+    try:
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
 
 
 def frame(message: tuple) -> bytes:
@@ -34,22 +44,16 @@ class FrameReader:
         self.buf = b""
         self.eof = False
 
-    def read(self, drain: bool = False) -> List[tuple]:
-        """What one ``recv`` brought; ``drain``: everything the socket holds now."""
+    def read(self) -> List[tuple]:
+        """What one ``recv`` brought."""
         messages: List[tuple] = []
-        while not self.eof:
-            try:
-                chunk = self.sock.recv(65536)  # under malloc's mmap threshold: no map/unmap per message
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.eof = True
-            self.buf += chunk
-            self._parse(messages)
-            if not drain:
-                break
+        chunk = _recv_now(self.sock, 65536)  # under malloc's mmap threshold: no map/unmap per message
+        if chunk is None:
+            return messages
+        if not chunk:
+            self.eof = True
+        self.buf += chunk
+        self._parse(messages)
         return messages
 
     def _parse(self, messages: List[tuple]) -> None:
@@ -88,12 +92,9 @@ class PacketReader:
         driver reads can't keep it here (what is left waits for the next read, in order)."""
         messages: List[tuple] = []
         while not self.eof and len(messages) < most:
-            try:
-                packet = self.sock.recv(LANE_MAX)
-            except (BlockingIOError, InterruptedError):
+            packet = _recv_now(self.sock, LANE_MAX)
+            if packet is None:
                 break
-            except OSError:
-                packet = b""
             if not packet:
                 self.eof = True
                 break
