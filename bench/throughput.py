@@ -44,7 +44,7 @@ sys.path.insert(0, HERE)
 from throughput_workloads import WORKLOADS, Baton  # noqa: E402
 
 BASELINE = os.path.join(HERE, "baselines", "torchrun_throughput.py")
-RAFTER_JOB = os.path.join(HERE, "rafter_throughput_job.py")
+RAFTER_JOB = os.environ.get("BENCH_RAFTER_JOB") or os.path.join(HERE, "rafter_throughput_job.py")
 RATIO_TARGET, REPORT_TARGET_US = 0.99, 50.0
 
 
@@ -65,13 +65,12 @@ def rafter_report_cost(config):
 
 
 # -- the two sides, taking turns -----------------------------------------------------------------------
-def commands(workload: str, steps: int, warmup: int) -> dict:
+def commands(workload: str, steps: int, warmup: int, control: bool = False) -> dict:
+    """{side: command}. ``control``: the "rafter" side runs the torchrun baseline too (an A/A run: what the
+    pairing gives for two identical sides, i.e. the bench's own bias and noise)."""
     args = ["--workload", workload, "--steps", str(steps), "--warmup", str(warmup)]
-    return {
-        "rafter": [sys.executable, RAFTER_JOB] + args,
-        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                     BASELINE] + args,
-    }
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", BASELINE] + args
+    return {"rafter": torchrun if control else [sys.executable, RAFTER_JOB] + args, "torchrun": torchrun}
 
 
 class _Side:
@@ -79,6 +78,7 @@ class _Side:
         self.name, self.cmd = name, cmd
         self.log_path = os.path.join(folder, f"{name}.log")
         self.log = open(self.log_path, "w")
+        env = dict(env, BENCH_SIDE=name)  # the name a side gives the coordinator
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.line = None
         self.segments: list = []
@@ -116,7 +116,8 @@ class _Side:
         raise self.failed("no RESULT line")
 
 
-def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, report: bool = True) -> dict:
+def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, report: bool = True,
+             control: bool = False) -> dict:
     """Both sides at once, taking turns segment by segment; returns {side: result} with "segments"."""
     with tempfile.TemporaryDirectory(prefix="rafter-baton-") as folder:
         path = os.path.join(folder, "baton.sock")
@@ -128,7 +129,7 @@ def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, r
         if not report:
             env["BENCH_NO_REPORT"] = "1"  # the rafter side trains without train.report(): what reporting costs
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # rafter keeps gloo on loopback too
-        sides = {name: _Side(name, cmd, env, folder) for name, cmd in commands(workload, steps, warmup).items()}
+        sides = {name: _Side(name, cmd, env, folder) for name, cmd in commands(workload, steps, warmup, control).items()}
         try:
             for _ in sides:
                 try:
@@ -227,6 +228,8 @@ def main(argv=None) -> None:
     parser.add_argument("--report-calls", type=int, default=20000)
     parser.add_argument("--segment", type=int, default=50, help="steps a side runs per turn")
     parser.add_argument("--no-report", action="store_true", help="rafter's workers don't call train.report()")
+    parser.add_argument("--control", action="store_true",
+                        help="A/A: torchrun against torchrun (the bench's own bias and noise; rafter does not run)")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 1/5 of the steps: checks the script runs")
     parser.add_argument("--json", default=None, help="also write the raw numbers to this file")
     args = parser.parse_args(argv)
@@ -247,13 +250,17 @@ def main(argv=None) -> None:
                 warmup = WORKLOADS[workload]["warmup"]
                 first = "rafter" if rep % 2 == 0 else "torchrun"
                 t0 = time.perf_counter()
-                pair = run_pair(workload, steps, warmup, max(1, min(args.segment, steps)), first, not args.no_report)
+                pair = run_pair(workload, steps, warmup, max(1, min(args.segment, steps)), first, not args.no_report,
+                                args.control)
                 for side, out in pair.items():
                     results[workload][side].append(out)
                 r, t = pair["rafter"]["steps_per_s"], pair["torchrun"]["steps_per_s"]
                 print(f"[throughput] {workload} run {rep + 1}/{repeats} ({first} first): rafter {r:.1f}, torchrun "
                       f"{t:.1f} steps/s, ratio {r / t:.3f} ({steps} steps each after {warmup} warm-up; "
                       f"{time.perf_counter() - t0:.1f} s wall)", file=sys.stderr, flush=True)
+                for key in ("cpu_ms_per_step", "thread_cpu_ms_per_step", "faults_per_step"):  # per rank, in the JSON too
+                    print(f"[throughput]   {key}: rafter {pair['rafter'][key]}, torchrun {pair['torchrun'][key]}",
+                          file=sys.stderr, flush=True)
         report = measure_report_cost(calls, storage)
     print(table(results, report, calls))
     if args.json:

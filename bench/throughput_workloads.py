@@ -8,6 +8,7 @@ examples/llama_finetune.py on fixed random tokens: a real transformer step).
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 from typing import Callable, Optional
@@ -116,6 +117,40 @@ def _step(model, loss_fn, optimizer, batch, i: int, report) -> None:
         report({"step": i, "loss": value})
 
 
+# Inside the timed segments: page faults (a heap that the allocator trims and regrows), this process's CPU
+# time (every thread) and the training thread's own.
+_inside = {"faults": 0, "cpu": 0.0, "thread_cpu": 0.0}
+
+
+def _counters() -> tuple:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time(), time.thread_time()
+
+
+def thread_runtimes() -> dict:
+    """{thread name: ns on a CPU} for every thread of this process (Linux schedstat; {} elsewhere)."""
+    out: dict = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        key = "main" if tid == str(os.getpid()) else name
+        out[key] = out.get(key, 0) + ns
+    return out
+
+
+def _count(before: tuple) -> None:
+    for key, a, b in zip(("faults", "cpu", "thread_cpu"), before, _counters()):
+        _inside[key] += b - a
+
+
 def _all_ranks(value: int) -> int:
     if not dist.is_initialized():
         return value
@@ -135,6 +170,7 @@ def timed_steps(model, loss_fn, batches, steps: int, warmup: int,
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     for i in range(warmup):
         _step(model, loss_fn, optimizer, batches[i % len(batches)], i, report)
+    _threads_at_start.update(thread_runtimes())
     baton = Baton.from_env(side) if dist.is_initialized() else None
     if os.environ.get(Baton.ENV) and dist.is_initialized():
         elapsed, i = 0.0, warmup
@@ -143,21 +179,27 @@ def timed_steps(model, loss_fn, batches, steps: int, warmup: int,
             if turn <= 0:
                 return elapsed
             dist.barrier()
-            start = time.perf_counter()
+            before, start = _counters(), time.perf_counter()
             for _ in range(turn):
                 _step(model, loss_fn, optimizer, batches[i % len(batches)], i, report)
                 i += 1
             dist.barrier()  # a segment ends when its slowest rank is done
             seconds = time.perf_counter() - start
+            _count(before)
             elapsed += seconds
             if baton:
                 baton.give_back(seconds)
     if dist.is_initialized():
         dist.barrier()  # every rank starts the clock together
-    start = time.perf_counter()
+    before, start = _counters(), time.perf_counter()
     for i in range(warmup, warmup + steps):
         _step(model, loss_fn, optimizer, batches[i % len(batches)], i, report)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    _count(before)
+    return elapsed
+
+
+_threads_at_start: dict = {}
 
 
 def memory() -> dict:
@@ -171,7 +213,10 @@ def memory() -> dict:
 
 def summarize(elapsed: float, steps: int) -> dict:
     """Collective: steps/s from the slowest rank, memory as the max over ranks. Same dict on every rank."""
-    mem = memory()
+    mem = dict(memory(), **{key: value / steps for key, value in _inside.items()})
+    now = thread_runtimes()
+    mem["threads_ms_per_step"] = {k: round((v - _threads_at_start.get(k, 0)) / 1e6 / steps, 3) for k, v in now.items()
+                                  if v - _threads_at_start.get(k, 0) > 0}
     if dist.is_initialized():
         t = torch.tensor([elapsed])
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -184,4 +229,9 @@ def summarize(elapsed: float, steps: int) -> dict:
         "steps_per_s": steps / elapsed,
         "elapsed_s": elapsed,
         **{key: max(m[key] for m in everyone) for key in ("uss", "pss", "rss")},
+        # per rank, per timed step:
+        "faults_per_step": [round(m["faults"], 1) for m in everyone],
+        "cpu_ms_per_step": [round(m["cpu"] * 1e3, 3) for m in everyone],
+        "thread_cpu_ms_per_step": [round(m["thread_cpu"] * 1e3, 3) for m in everyone],
+        "threads_ms_per_step": [m["threads_ms_per_step"] for m in everyone],  # includes the waits between turns
     }

@@ -24,7 +24,7 @@ def main() -> None:
     dist.init_process_group("gloo")  # rank, world size and master address come from torchrun's env
     model, loss_fn, batches = build(workload)
     model = DistributedDataParallel(model)
-    elapsed = timed_steps(model, loss_fn, batches, steps, warmup, side="torchrun")
+    elapsed = timed_steps(model, loss_fn, batches, steps, warmup, side=os.environ.get("BENCH_SIDE", "torchrun"))
     summary = summarize(elapsed, steps)
     if dist.get_rank() == 0:
         print("RESULT " + json.dumps(summary), flush=True)

@@ -142,6 +142,12 @@ class PreemptionMonitor:
             return Stop(reason=f"{PREEMPTED_REASON} ({why})")
         return None
 
+    def due(self) -> Optional[float]:
+        p = self.preemption
+        if p.driver_reason is not None and not p.announced:
+            return time.time()
+        return None if self._stopped else p.deadline
+
     @property
     def saved(self) -> bool:
         return self._saved

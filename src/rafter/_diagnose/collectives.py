@@ -179,6 +179,18 @@ def explain(outcomes: Dict[int, object], hang: Optional[dict] = None) -> Optiona
     return _mismatch(summaries) or _behind(summaries, outcomes, hang)
 
 
+LATE_S = 1.0  # a report read this long after it was sent, or more: its clock is not trusted (another node's)
+
+
+def progress_time(event) -> float:
+    """When the rank made the progress that ``event`` tells of: its own time stamp when that is at most
+    ``LATE_S`` old (the local backend reads metrics-only reports in batches, up to
+    rafter._backends.local.group.METRICS_LANE_S after they were sent), else now."""
+    now = time.time()
+    sent = getattr(event, "time", None)
+    return sent if isinstance(sent, float) and 0.0 <= now - sent <= LATE_S else now
+
+
 class CollectiveWatch:
     """Reads the ranks' collective summaries for the verdict, and catches a mismatch that hangs silently.
 
@@ -191,6 +203,7 @@ class CollectiveWatch:
 
     QUIET_S = 0.4
     MAX_QUIET_S = 120.0
+    ANSWER_WAIT_S = 2.0  # how long the asked ranks get to answer
 
     def __init__(self, view) -> None:
         self.group = view.group
@@ -214,12 +227,19 @@ class CollectiveWatch:
             self.received[event.rank] = event.summary
             return
         if isinstance(event, (ev.Reported, ev.Hello)):
-            now = time.time()
+            now = progress_time(event)
             if self.last_progress is not None and self.polled_at is None:
                 self.longest_gap = max(self.longest_gap, now - self.last_progress)
             self.last_progress = now
             self.quiet_s = max(self.QUIET_S, 3 * self.longest_gap)
             self.polled_at = None
+
+    def due(self) -> Optional[float]:
+        if self.stopped:
+            return None
+        if self.polled_at is not None:
+            return self.polled_at + self.ANSWER_WAIT_S
+        return None if self.last_progress is None else self.last_progress + self.quiet_s
 
     def _live(self) -> List[int]:
         """Ranks still running that said hello (so have the signal's handler: before, it would kill them)."""
@@ -248,7 +268,7 @@ class CollectiveWatch:
         for rank in self._live():
             s = self._summary(rank)
             if s is None or s.get("time", 0) < self.polled_at:
-                if time.time() - self.polled_at < 2.0:
+                if time.time() - self.polled_at < self.ANSWER_WAIT_S:
                     return None  # not every answer is in yet
                 continue
             summaries[rank] = s

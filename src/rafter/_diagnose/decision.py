@@ -6,6 +6,12 @@
 ``evidence`` maps a rank to entries merged into its ``RankOutcome.evidence`` (``{"hang": {...}}``),
 which the verdict reads. A monitor returns a decision, or None, from ``on_event(event)``, ``tick(now)``
 and ``close()`` (at the attempt's end); it is built per attempt from an :class:`AttemptView`.
+
+``tick`` runs after every turn of the controller's loop: after events, and at least every
+``rafter._controller.controller.POLL_S`` (0.25 s) when there are none. A monitor with a deadline of its
+own (a timeout) may also have ``due() -> Optional[float]``: the ``time.time()`` by which it wants its
+next tick (None: no deadline). The loop sleeps no longer than that, so a monitor's deadline is met to
+the millisecond while an idle or steadily reporting run wakes the driver only once a period.
 """
 
 from __future__ import annotations

@@ -94,6 +94,15 @@ class HangMonitor:
     def timeout(self) -> float:
         return self.explicit if self.explicit is not None else derived_timeout(self.max_gap)
 
+    def due(self) -> Optional[float]:
+        if self.fired or self.view.first_failure is not None:
+            return None
+        timeout = self.timeout
+        dues = [next(iter(self.watched.values())) + timeout] if self.watched else []
+        if len(self.last) < len(self.group.ranks):
+            dues.append(self.start + max(timeout, BEFORE_FIRST_REPORT_S))
+        return min(dues, default=None)
+
     def tick(self, now: float) -> Optional[Stop]:
         if self.fired or self.view.first_failure is not None:
             return None

@@ -20,7 +20,9 @@ from rafter._backends.output import RankOutput
 from rafter._worker import messages as msg
 from rafter._worker.spec import WorkerSpec
 
-METRICS_LANE_S = 0.1  # how often, at most, a rank's metrics-only reports wake the driver
+# How often, at most, a rank's metrics-only reports wake the driver; the controller's idle tick
+# (rafter._controller.controller.POLL_S) is as long, so that a training run wakes the driver once a period.
+METRICS_LANE_S = 0.25
 LANE_SNDBUF = 1 << 20  # asked for the worker's end of the lane; the kernel caps it (net.core.wmem_max)
 
 
@@ -112,14 +114,13 @@ class LocalWorkerGroup(GroupBase):
     # -- the pump ------------------------------------------------------------------------------
     def poll(self, timeout: float) -> List[object]:
         out: List[object] = []
-        now = time.monotonic()
-        while self._resume and self._resume[0][0] <= now:
-            _, rank = self._resume.popleft()
-            if self._ranks[rank].metrics_open:
-                self._sel.register(self._metrics[rank], selectors.EVENT_READ, ("metrics", rank))
+        self._resume_lanes()
         if self._resume:
-            timeout = max(0.0, min(timeout, self._resume[0][0] - now))
-        for key, _ in self._sel.select(timeout):
+            timeout = max(0.0, min(timeout, self._resume[0][0] - time.monotonic()))
+        ready = self._sel.select(timeout)
+        if not ready and self._resume_lanes():
+            ready = self._sel.select(0)  # woken for the lanes that rested: read them in this wake, not the next
+        for key, _ in ready:
             kind, rank = key.data
             if kind == "zygote":
                 self._on_zygote()
@@ -133,6 +134,16 @@ class LocalWorkerGroup(GroupBase):
             self._on_metrics(rank, None, out)
         self._flush_exits(out)
         return out
+
+    def _resume_lanes(self) -> bool:
+        """Watch again the lanes whose rest is over; True if there were any."""
+        now, resumed = time.monotonic(), False
+        while self._resume and self._resume[0][0] <= now:
+            _, rank = self._resume.popleft()
+            if self._ranks[rank].metrics_open:
+                self._sel.register(self._metrics[rank], selectors.EVENT_READ, ("metrics", rank))
+                resumed = True
+        return resumed
 
     def _on_zygote(self) -> None:
         try:
