@@ -54,6 +54,7 @@ class ScriptedGroup:
         self.killed = []  # (ranks, reason) as the controller asked
         self.to_exit = []
         self.phases = []
+        self.timeouts = []  # what each poll() was given to wait
         self.closed = False
 
     ranks = [0, 1]
@@ -82,6 +83,7 @@ class ScriptedGroup:
         raise AssertionError("nothing in these scripts asks the driver for anything")
 
     def poll(self, timeout):
+        self.timeouts.append(timeout)
         self.phases.append(self.controller.phase)
         out = [ev.Exited(r, None, signal.SIGKILL, time.time(), killed_by_rafter=True, reason=why)
                for r, why in self.to_exit if self.alive[r]]
@@ -249,3 +251,47 @@ def test_a_monitors_decision_is_applied_by_the_controller(tmp_path):
     assert group.killed[1] == ([0, 1], "stopped by rafter after rank 1 failed")
     assert info.value.kind == "oom" and info.value.rank == 1
     assert info.value.first_line.startswith("Rank 1 (pid 1001, host testhost) ran out of memory: 9 GiB over its limit")
+
+
+class DueIn:
+    """A monitor with a deadline of its own: due(), in ``seconds`` from its creation."""
+
+    def __init__(self, view, seconds=0.05):
+        self.at = time.time() + seconds
+        self.ticks = []
+
+    def due(self):
+        return self.at
+
+    def on_event(self, event):
+        return None
+
+    def tick(self, now):
+        self.ticks.append(now)
+
+    def close(self):
+        return None
+
+
+def test_the_loop_sleeps_poll_s_without_deadlines_and_no_longer_than_a_monitors_due(tmp_path):
+    quiet = [[hello(0), hello(1)], [], [], [finished(0), finished(1)], [exited(0), exited(1)]]
+    controller, backend, _ = make(tmp_path, [quiet])
+    controller.fit()
+    assert set(backend.groups[0].timeouts) == {controller_mod.POLL_S}
+
+    seen = []
+    controller, backend, _ = make(tmp_path, [list(quiet)], monitors=[lambda view: seen.append(DueIn(view)) or seen[-1]])
+    controller.fit()
+    timeouts = backend.groups[0].timeouts
+    assert all(t <= 0.05 + 0.002 for t in timeouts), timeouts  # the deadline, not POLL_S
+    assert timeouts[0] > 0.03  # and not a busy loop before it
+
+
+def test_after_a_failure_the_loop_wakes_at_the_end_of_the_grace_not_a_tick_later(tmp_path, monkeypatch):
+    monkeypatch.setattr(controller_mod, "FAILURE_GRACE_S", 0.05)
+    failing = [[hello(0), hello(1)], [raised(1, "boom"), exited(1, 1)], [], [], []]
+    controller, backend, _ = make(tmp_path, [failing], max_failures=0)
+    with pytest.raises(WorkerGroupError):
+        controller.fit()
+    timeouts = backend.groups[0].timeouts
+    assert timeouts[:2] == [controller_mod.POLL_S] * 2 and 0.04 < timeouts[2] <= 0.05 + 0.002, timeouts
