@@ -2,6 +2,7 @@
 
     python bench/throughput.py --repeats 5 --steps 400   # the acceptance run (~4 min)
     python bench/throughput.py --quick                   # 1 repeat, fewer steps: a smoke test, not a measurement
+    python bench/throughput.py --control --workloads llama --repeats 10   # torchrun against torchrun (A/A)
 
 For each workload (bench/throughput_workloads.py: an MLP and the Llama of examples/llama_finetune.py) both
 sides run the same steps with 2 workers (gloo, 1 torch thread each, loopback):
@@ -16,7 +17,10 @@ segment of steps at a time (``--segment``, default 50 steps), handed out by this
 so on, the side that goes first alternating between repeats. Each segment is timed inside the workers from
 a barrier to a barrier; a side's steps/s is its steps over the sum of its segments. A repeat's ratio is
 rafter's steps/s over torchrun's in that repeat, and the figure is the median of those pairwise ratios
-(target >= 0.99). Whole runs one after the other are not paired closely enough on this machine: its
+(target >= 0.99). ``--control`` puts torchrun on both sides: the spread of its ratios around 1 is what
+the pairing can resolve. Each run's line also gives, per rank and per timed step, the process's CPU time,
+its training thread's and its page faults (``BENCH_RAFTER_JOB=<script>`` runs another script as the rafter
+side, for variants). Whole runs one after the other are not paired closely enough on this machine: its
 speed drifts by +-10 % over minutes, more than any difference between the two sides.
 
 ``report()`` is timed inside a worker over 20k back-to-back calls with a 3-number metrics dict (target
@@ -129,7 +133,8 @@ def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, r
         if not report:
             env["BENCH_NO_REPORT"] = "1"  # the rafter side trains without train.report(): what reporting costs
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # rafter keeps gloo on loopback too
-        sides = {name: _Side(name, cmd, env, folder) for name, cmd in commands(workload, steps, warmup, control).items()}
+        cmds = commands(workload, steps, warmup, control)
+        sides = {name: _Side(name, cmd, env, folder) for name, cmd in cmds.items()}
         try:
             for _ in sides:
                 try:
@@ -258,7 +263,7 @@ def main(argv=None) -> None:
                 print(f"[throughput] {workload} run {rep + 1}/{repeats} ({first} first): rafter {r:.1f}, torchrun "
                       f"{t:.1f} steps/s, ratio {r / t:.3f} ({steps} steps each after {warmup} warm-up; "
                       f"{time.perf_counter() - t0:.1f} s wall)", file=sys.stderr, flush=True)
-                for key in ("cpu_ms_per_step", "thread_cpu_ms_per_step", "faults_per_step"):  # per rank, in the JSON too
+                for key in ("cpu_ms_per_step", "thread_cpu_ms_per_step", "faults_per_step"):  # per rank; JSON too
                     print(f"[throughput]   {key}: rafter {pair['rafter'][key]}, torchrun {pair['torchrun'][key]}",
                           file=sys.stderr, flush=True)
         report = measure_report_cost(calls, storage)
