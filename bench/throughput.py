@@ -14,7 +14,10 @@ sides run the same steps with 2 workers (gloo, 1 torch thread each, loopback):
 **Pairing.** Each repeat starts both sides at once; after their warm-up they take turns on the cores, one
 segment of steps at a time (``--segment``, default 50 steps), handed out by this script (the
 ``Baton`` of throughput_workloads.py): rafter runs 50 steps while torchrun waits, then torchrun runs 50, and
-so on, the side that goes first alternating between repeats. Each segment is timed inside the workers from
+so on, the side that goes first alternating between repeats. The side that waits is stopped (SIGSTOP of
+its whole process tree, ``--no-freeze`` to leave it running): its driver's or agent's timers would
+otherwise take the cores from the other side's ranks, and torchrun's agent wakes more often than
+rafter's driver. Each segment is timed inside the workers from
 a barrier to a barrier; a side's steps/s is its steps over the sum of its segments. A repeat's ratio is
 rafter's steps/s over torchrun's in that repeat, and the figure is the median of those pairwise ratios
 (target >= 0.99). ``--control`` puts torchrun on both sides: the spread of its ratios around 1 is what
@@ -86,6 +89,31 @@ class _Side:
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.line = None
         self.segments: list = []
+        self.frozen: list = []  # the processes of this side stopped while the other side has its turn
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of this side (its launcher or driver, and the workers): while the other side
+        has its turn, nothing of this one runs, not even a timer (rafter's driver ticks, torchrun's agent
+        polls its workers every 0.1 s), so neither side's turns pay for the other's background."""
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        self.frozen = [root] + root.children(recursive=True)
+        for proc in self.frozen:
+            try:
+                proc.suspend()
+            except psutil.Error:
+                pass
+
+    def thaw(self) -> None:
+        import psutil
+
+        for proc in reversed(self.frozen):
+            try:
+                proc.resume()
+            except psutil.Error:
+                pass
+        self.frozen = []
 
     def failed(self, why: str) -> SystemExit:
         self.proc.kill()
@@ -121,7 +149,7 @@ class _Side:
 
 
 def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, report: bool = True,
-             control: bool = False) -> dict:
+             control: bool = False, freeze: bool = True) -> dict:
     """Both sides at once, taking turns segment by segment; returns {side: result} with "segments"."""
     with tempfile.TemporaryDirectory(prefix="rafter-baton-") as folder:
         path = os.path.join(folder, "baton.sock")
@@ -147,19 +175,26 @@ def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, r
                 sides[name].line = line
             order = [first] + [n for n in sides if n != first]
             left = {n: steps for n in sides}
+            for side in sides.values():
+                side.expect("ready")  # warmed up
+                if freeze:
+                    side.freeze()
             while any(left.values()):
                 for name in order:
                     side = sides[name]
                     if not left[name]:
                         continue
-                    side.expect("ready")
+                    side.thaw()
                     n = min(segment, left[name])
                     side.say(f"go {n}")
                     (seconds,) = side.expect("done")
                     side.segments.append((n, float(seconds)))
                     left[name] -= n
+                    side.expect("ready")
+                    if freeze:
+                        side.freeze()
             for side in sides.values():
-                side.expect("ready")
+                side.thaw()
                 side.say("end")
             out = {}
             for name, side in sides.items():
@@ -167,6 +202,7 @@ def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, r
             return out
         finally:
             for side in sides.values():
+                side.thaw()
                 if side.proc.poll() is None:
                     side.proc.kill()
                     side.proc.wait()
@@ -235,6 +271,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-report", action="store_true", help="rafter's workers don't call train.report()")
     parser.add_argument("--control", action="store_true",
                         help="A/A: torchrun against torchrun (the bench's own bias and noise; rafter does not run)")
+    parser.add_argument("--no-freeze", action="store_true",
+                        help="leave the waiting side running (its driver or agent wakes up) instead of stopping it")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 1/5 of the steps: checks the script runs")
     parser.add_argument("--json", default=None, help="also write the raw numbers to this file")
     args = parser.parse_args(argv)
@@ -256,7 +294,7 @@ def main(argv=None) -> None:
                 first = "rafter" if rep % 2 == 0 else "torchrun"
                 t0 = time.perf_counter()
                 pair = run_pair(workload, steps, warmup, max(1, min(args.segment, steps)), first, not args.no_report,
-                                args.control)
+                                args.control, not args.no_freeze)
                 for side, out in pair.items():
                     results[workload][side].append(out)
                 r, t = pair["rafter"]["steps_per_s"], pair["torchrun"]["steps_per_s"]

@@ -175,6 +175,7 @@ def timed_steps(model, loss_fn, batches, steps: int, warmup: int,
     if os.environ.get(Baton.ENV) and dist.is_initialized():
         elapsed, i = 0.0, warmup
         while True:
+            dist.barrier()  # every rank has stopped its clock before rank 0 says "ready" (and may be frozen)
             turn = _all_ranks(baton.take() if baton else 0)  # 0 once this side has run all its steps
             if turn <= 0:
                 return elapsed
