@@ -4,7 +4,8 @@
 
 gloo, the model wrapped in DistributedDataParallel, the steps of bench/throughput_workloads.py. Rank 0 prints
 one line ``RESULT <json>``: steps/s from the slowest rank's timer over the steady-state steps, and the max
-USS/RSS over ranks taken right after the loop.
+USS/RSS over ranks taken right after the loop. ``BENCH_FR_SIDE=<side>`` turns torch's flight recorder on in
+that side (with ``bench/throughput.py --control``: what collective tracking costs plain torchrun).
 """
 
 import json
@@ -21,6 +22,8 @@ from throughput_workloads import build, parse_args, summarize, timed_steps  # no
 
 def main() -> None:
     workload, steps, warmup = parse_args()
+    if os.environ.get("BENCH_FR_SIDE") == os.environ.get("BENCH_SIDE", "torchrun"):
+        os.environ["TORCH_FR_BUFFER_SIZE"] = "256"  # an A/A control with torch's flight recorder on one side
     dist.init_process_group("gloo")  # rank, world size and master address come from torchrun's env
     model, loss_fn, batches = build(workload)
     model = DistributedDataParallel(model)
