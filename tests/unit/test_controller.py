@@ -295,3 +295,18 @@ def test_after_a_failure_the_loop_wakes_at_the_end_of_the_grace_not_a_tick_later
         controller.fit()
     timeouts = backend.groups[0].timeouts
     assert timeouts[:2] == [controller_mod.POLL_S] * 2 and 0.04 < timeouts[2] <= 0.05 + 0.002, timeouts
+
+
+def test_after_a_failure_the_collective_watch_does_not_make_the_loop_spin(tmp_path, monkeypatch):
+    """A rank fails 0.35 s after the last report; the watch's quiet spell (0.4 s) ends during the failure
+    grace (0.2 s here), when the watch no longer ticks: it must not hold the loop at a deadline in the past."""
+    from rafter._diagnose.collectives import CollectiveWatch
+
+    monkeypatch.setattr(controller_mod, "FAILURE_GRACE_S", 0.2)
+    recent = ev.Reported(0, 0, {"step": 0}, None, time.time() - 0.35)
+    failing = [[hello(0), hello(1)], [recent], [raised(1, "boom"), exited(1, 1)]]
+    controller, backend, _ = make(tmp_path, [failing], max_failures=0, monitors=[CollectiveWatch])
+    with pytest.raises(WorkerGroupError):
+        controller.fit()
+    after = backend.groups[0].timeouts[3:]
+    assert after and min(after) > 0.0, after  # waits for the end of the grace, never poll(0) over and over

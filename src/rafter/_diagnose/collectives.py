@@ -235,8 +235,8 @@ class CollectiveWatch:
             self.polled_at = None
 
     def due(self) -> Optional[float]:
-        if self.stopped:
-            return None
+        if self.stopped or self.attempt.failed_ranks():
+            return None  # a failed attempt: tick asks once, then the failure grace decides
         if self.polled_at is not None:
             return self.polled_at + self.ANSWER_WAIT_S
         return None if self.last_progress is None else self.last_progress + self.quiet_s
