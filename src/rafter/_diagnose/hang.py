@@ -95,6 +95,9 @@ class HangMonitor:
         return self.explicit if self.explicit is not None else derived_timeout(self.max_gap)
 
     def due(self) -> Optional[float]:
+        """When the attempt counts as hung: the least recently progressing rank's last progress plus the
+        timeout, or, while a rank has not said hello yet, the start plus (at least) BEFORE_FIRST_REPORT_S
+        (a start-up that never ends is a hang too). None once fired or failed."""
         if self.fired or self.view.first_failure is not None:
             return None
         timeout = self.timeout
@@ -104,16 +107,11 @@ class HangMonitor:
         return min(dues, default=None)
 
     def tick(self, now: float) -> Optional[Stop]:
-        if self.fired or self.view.first_failure is not None:
-            return None
-        timeout = self.timeout
-        stuck = bool(self.watched) and now - next(iter(self.watched.values())) > timeout
-        if len(self.last) < len(self.group.ranks) and now - self.start > max(timeout, BEFORE_FIRST_REPORT_S):
-            stuck = True  # a start-up that never ends is a hang too
-        if not stuck:
+        due = self.due()
+        if due is None or now <= due:
             return None
         self.fired = True
-        return self._diagnose(now, timeout)
+        return self._diagnose(now, self.timeout)
 
     def _diagnose(self, now: float, timeout: float) -> Stop:
         specs = {r: self.group.spec(r) for r in self.group.ranks}
