@@ -81,8 +81,8 @@ def commands(workload: str, steps: int, warmup: int, control: bool = False) -> d
 
 
 class _Side:
-    def __init__(self, name: str, cmd: list, env: dict, folder: str) -> None:
-        self.name, self.cmd = name, cmd
+    def __init__(self, name: str, cmd: list, env: dict, folder: str, freezes: bool = True) -> None:
+        self.name, self.cmd, self.freezes = name, cmd, freezes
         self.log_path = os.path.join(folder, f"{name}.log")
         self.log = open(self.log_path, "w")
         env = dict(env, BENCH_SIDE=name)  # the name a side gives the coordinator
@@ -94,8 +94,12 @@ class _Side:
     def freeze(self) -> None:
         """SIGSTOP every process of this side (its launcher or driver, and the workers): while the other side
         has its turn, nothing of this one runs, not even a timer (rafter's driver ticks, torchrun's agent
-        polls its workers every 0.1 s), so neither side's turns pay for the other's background."""
+        polls its workers every 0.1 s), so neither side's turns pay for the other's background. Nothing
+        with ``--no-freeze``."""
         import psutil
+
+        if not self.freezes:
+            return
 
         root = psutil.Process(self.proc.pid)
         self.frozen = [root] + root.children(recursive=True)
@@ -162,7 +166,7 @@ def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, r
             env["BENCH_NO_REPORT"] = "1"  # the rafter side trains without train.report(): what reporting costs
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # rafter keeps gloo on loopback too
         cmds = commands(workload, steps, warmup, control)
-        sides = {name: _Side(name, cmd, env, folder) for name, cmd in cmds.items()}
+        sides = {name: _Side(name, cmd, env, folder, freeze) for name, cmd in cmds.items()}
         try:
             for _ in sides:
                 try:
@@ -177,8 +181,7 @@ def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, r
             left = {n: steps for n in sides}
             for side in sides.values():
                 side.expect("ready")  # warmed up
-                if freeze:
-                    side.freeze()
+                side.freeze()
             while any(left.values()):
                 for name in order:
                     side = sides[name]
@@ -191,8 +194,7 @@ def run_pair(workload: str, steps: int, warmup: int, segment: int, first: str, r
                     side.segments.append((n, float(seconds)))
                     left[name] -= n
                     side.expect("ready")
-                    if freeze:
-                        side.freeze()
+                    side.freeze()
             for side in sides.values():
                 side.thaw()
                 side.say("end")

@@ -120,6 +120,7 @@ def _step(model, loss_fn, optimizer, batch, i: int, report) -> None:
 # Inside the timed segments: page faults (a heap that the allocator trims and regrows), this process's CPU
 # time (every thread) and the training thread's own.
 _inside = {"faults": 0, "cpu": 0.0, "thread_cpu": 0.0}
+_threads_at_start: dict = {}  # thread_runtimes() after the warm-up
 
 
 def _counters() -> tuple:
@@ -198,9 +199,6 @@ def timed_steps(model, loss_fn, batches, steps: int, warmup: int,
     elapsed = time.perf_counter() - start
     _count(before)
     return elapsed
-
-
-_threads_at_start: dict = {}
 
 
 def memory() -> dict:
