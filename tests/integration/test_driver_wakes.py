@@ -14,7 +14,7 @@ from rafter._controller import controller as controller_mod
 from rafter.train import RunConfig, ScalingConfig
 from rafter.train.torch import TorchTrainer
 
-SECONDS = 2.0
+SECONDS = 4.0
 
 
 def reports_often(config):

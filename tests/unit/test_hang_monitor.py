@@ -57,19 +57,46 @@ def test_only_a_running_rank_silent_past_the_timeout_is_a_hang(tmp_path):
     """The monitor reads only the least recent progress (a tick costs O(1) in ranks): progress moves a rank
     to the back, and a rank that finished or exited is no longer watched."""
     m = monitor(tmp_path, timeout=2)
+    t0 = time.time() - 1.0
     for rank in (0, 1):
-        m.on_event(ev.Hello(rank, 100 + rank, "h", time.time()))
-    m.on_event(ev.Reported(0, 0, {}, None, time.time()))
-    assert list(m.watched) == [1, 0]  # rank 1 has gone longest without progress
+        m.on_event(ev.Hello(rank, 100 + rank, "h", t0))
+    m.on_event(ev.Reported(0, 0, {}, None, t0 + 0.5))
+    assert m._least_recent() == t0 and m.due() == t0 + 2  # rank 1 has gone longest without progress
     m.view.outcomes[1].finished = True  # as the controller records it before the monitors see the event
     m.on_event(ev.Finished(1, b"", time.time()))
-    assert list(m.watched) == [0]
-    assert m.tick(time.time() + 1) is None
-    assert isinstance(m.tick(time.time() + 3), Stop)  # rank 0, still running, went silent
+    assert m.running == {0} and m.due() == t0 + 0.5 + 2
+    assert m.tick(t0 + 1.5) is None
+    assert isinstance(m.tick(t0 + 3), Stop)  # rank 0, still running, went silent
     m = monitor(tmp_path, timeout=2)
     m.on_event(ev.Hello(0, 100, "h", time.time()))
     m.on_event(ev.Hello(1, 101, "h", time.time()))
     for rank in (0, 1):
         m.view.outcomes[rank].exit_time = time.time()
         m.on_event(ev.Exited(rank, 0, None, time.time()))
-    assert not m.watched and m.tick(time.time() + 30) is None  # nobody running: nothing can hang
+    assert m.due() is None and m.tick(time.time() + 30) is None  # nobody running: nothing can hang
+
+
+def test_progress_is_dated_by_the_report_not_by_when_the_driver_read_it(tmp_path):
+    """Metrics-only reports are read in batches (up to METRICS_LANE_S late), a rank's batch after another's:
+    the clock of each rank runs from its own last report, whatever the order of reading."""
+    m = monitor(tmp_path, timeout=2)
+    t0 = time.time() - 1.0
+    for rank in (0, 1):
+        m.on_event(ev.Hello(rank, 100 + rank, "h", t0))
+    m.on_event(ev.Reported(1, 0, {}, None, t0 + 0.9))  # rank 1's batch is read first ...
+    for i in range(3):
+        m.on_event(ev.Reported(0, i, {}, None, t0 + 0.1 * (i + 1)))  # ... then rank 0's, older
+    assert m.due() == t0 + 0.3 + 2  # rank 0's last report, not the time its batch was read
+    assert m.tick(t0 + 2.2) is None and isinstance(m.tick(t0 + 2.31), Stop)
+
+
+def test_the_heap_of_progress_stays_the_size_of_the_ranks(tmp_path):
+    """One rank reports at a high rate while the other is silent (only rank 0 reports, a common pattern):
+    the stale entries do not pile up with time."""
+    m = monitor(tmp_path, timeout=600)
+    t0 = time.time() - 1.0
+    for rank in (0, 1):
+        m.on_event(ev.Hello(rank, 100 + rank, "h", t0))
+    for i in range(10_000):
+        m.on_event(ev.Reported(0, i, {}, None, t0 + i * 1e-5))
+    assert len(m.watched) <= 2 * 2 + 64 and m.due() == t0 + 600

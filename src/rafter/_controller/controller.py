@@ -57,8 +57,9 @@ logger = logging.getLogger("rafter")
 FAILURE_GRACE_S = 0.5  # after the first failure, how long other ranks get to fail on their own
 # The loop's longest sleep when nothing happens: monitors tick at least this often. Each wake of the
 # driver takes a core from a rank for a moment, which the other ranks then wait for at their next
-# collective (2 ranks on 2 cores: 20 wakes/s cost 1 % of throughput); deadlines are kept by due().
-POLL_S = 0.25
+# collective; deadlines are kept by due(), and a silence is noticed by the ranks themselves
+# (rafter._worker.collectives.Quiet), so a healthy run needs the driver about once a second.
+POLL_S = 1.0
 INTERRUPT_GRACE_S = 1.0
 
 

@@ -179,30 +179,17 @@ def explain(outcomes: Dict[int, object], hang: Optional[dict] = None) -> Optiona
     return _mismatch(summaries) or _behind(summaries, outcomes, hang)
 
 
-LATE_S = 1.0  # a report read this long after it was sent, or more: its clock is not trusted (another node's)
-
-
-def progress_time(event) -> float:
-    """When the rank made the progress that ``event`` tells of: its own time stamp when that is at most
-    ``LATE_S`` old (the local backend reads metrics-only reports in batches, up to
-    rafter._backends.local.group.METRICS_LANE_S after they were sent), else now."""
-    now = time.time()
-    sent = getattr(event, "time", None)
-    return sent if isinstance(sent, float) and 0.0 <= now - sent <= LATE_S else now
-
-
 class CollectiveWatch:
     """Reads the ranks' collective summaries for the verdict, and catches a mismatch that hangs silently.
 
     - When the first rank fails, the live ranks are asked for their summaries and stacks (before rafter
       stops them); when the attempt ends, each rank's summary (and that stack) goes into its evidence.
-    - When every rank has been quiet (no report) for a while, they are asked too, and a collective
-      mismatch among them ends the attempt at once instead of at a timeout. "A while" is 0.4 s or 3 x the
-      longest quiet spell seen so far, doubled after each ask while the quiet lasts (a long evaluation
-      costs a handful of asks, each a few milliseconds of the rank's time)."""
+    - A rank that goes quiet (no report for a while: ``rafter._worker.collectives.Quiet``, in the rank)
+      sends its summary unasked. The live ranks whose latest summary is older than that rank's last report
+      are then asked for theirs, and once all are in (or after ``ANSWER_WAIT_S``), a collective mismatch
+      among them ends the attempt at once instead of at a timeout. The timer is the ranks': the driver has
+      no deadline of its own while the run is healthy, so it need not wake to notice a silence."""
 
-    QUIET_S = 0.4
-    MAX_QUIET_S = 120.0
     ANSWER_WAIT_S = 2.0  # how long the asked ranks get to answer
 
     def __init__(self, view) -> None:
@@ -210,10 +197,8 @@ class CollectiveWatch:
         self.attempt = view
         self.timeout_s = view.timeout_s
         self.asked: List[int] = []
-        self.last_progress: Optional[float] = None
-        self.longest_gap = 0.0
-        self.quiet_s = self.QUIET_S
-        self.polled_at: Optional[float] = None
+        self.spell: Optional[float] = None  # a quiet rank's last report: summaries from before it are stale
+        self.spell_asked_at = 0.0
         self.stopped = False
         self.received: Dict[int, dict] = {}  # rank -> its latest summary
 
@@ -222,28 +207,32 @@ class CollectiveWatch:
         its log folder is for the user)."""
         return self.received.get(rank)
 
-    def on_event(self, event) -> None:
-        if isinstance(event, ev.CollectivesSummary):
-            self.received[event.rank] = event.summary
-            return
-        if isinstance(event, (ev.Reported, ev.Hello)):
-            now = progress_time(event)
-            if self.last_progress is not None and self.polled_at is None:
-                self.longest_gap = max(self.longest_gap, now - self.last_progress)
-            self.last_progress = now
-            self.quiet_s = max(self.QUIET_S, 3 * self.longest_gap)
-            self.polled_at = None
+    def on_event(self, event) -> Optional[Stop]:
+        if not isinstance(event, ev.CollectivesSummary):
+            return None
+        self.received[event.rank] = event.summary
+        if self.stopped or self.attempt.failed_ranks():
+            return None  # a failed attempt: the verdict reads the summaries
+        if event.summary.get("why") == "quiet" and self.spell is None:
+            self.spell = event.summary.get("since", event.summary.get("time", 0.0))
+            self.spell_asked_at = time.time()
+            for rank in self._live():
+                if not self._fresh(rank):
+                    self.group.signal(rank, COLLECTIVES_SIGNAL)
+        return self._compare() if self.spell is not None else None
 
     def due(self) -> Optional[float]:
-        if self.stopped or self.attempt.failed_ranks():
+        if self.stopped or self.spell is None or self.attempt.failed_ranks():
             return None  # a failed attempt: tick asks once, then the failure grace decides
-        if self.polled_at is not None:
-            return self.polled_at + self.ANSWER_WAIT_S
-        return None if self.last_progress is None else self.last_progress + self.quiet_s
+        return self.spell_asked_at + self.ANSWER_WAIT_S
 
     def _live(self) -> List[int]:
         """Ranks still running that said hello (so have the signal's handler: before, it would kill them)."""
         return [r for r, o in self.attempt.outcomes.items() if o.pid is not None and not (o.failed or o.finished)]
+
+    def _fresh(self, rank: int) -> bool:
+        s = self._summary(rank)
+        return s is not None and s.get("time", 0.0) >= self.spell
 
     def tick(self, now: float) -> Optional[Stop]:
         if self.stopped:
@@ -251,30 +240,19 @@ class CollectiveWatch:
         if self.attempt.failed_ranks():
             self._ask_before_the_stop()
             return None
-        if self.polled_at is not None:
-            return self._check_poll()
-        elif self.last_progress is not None and now - self.last_progress >= self.quiet_s:
-            live = self._live()
-            if len(live) > 1:
-                self.polled_at = time.time()
-                for rank in live:
-                    self.group.signal(rank, COLLECTIVES_SIGNAL)
-            self.quiet_s = min(self.MAX_QUIET_S, self.quiet_s * 2)
-            self.last_progress = now
+        if self.spell is not None and time.time() - self.spell_asked_at >= self.ANSWER_WAIT_S:
+            return self._compare()
         return None
 
-    def _check_poll(self) -> Optional[Stop]:
-        summaries = {}
-        for rank in self._live():
-            s = self._summary(rank)
-            if s is None or s.get("time", 0) < self.polled_at:
-                if time.time() - self.polled_at < self.ANSWER_WAIT_S:
-                    return None  # not every answer is in yet
-                continue
-            summaries[rank] = s
-        self.polled_at = None
-        found = _mismatch(summaries) if len(summaries) > 1 else None
-        if found is not None:
+    def _compare(self) -> Optional[Stop]:
+        """Once every live rank's summary of this quiet spell is in (or the wait is over): a mismatch among them
+        stops the attempt."""
+        live = self._live()
+        summaries = {r: self.received[r] for r in live if self._fresh(r)}
+        if len(summaries) < len(live) and time.time() - self.spell_asked_at < self.ANSWER_WAIT_S:
+            return None  # not every answer is in yet
+        self.spell = None
+        if len(summaries) > 1 and _mismatch(summaries) is not None:
             self.stopped = True
             return Stop(reason="stopped by rafter: the ranks are out of step in their collectives")
         return None

@@ -8,7 +8,7 @@ which the verdict reads. A monitor returns a decision, or None, from ``on_event(
 and ``close()`` (at the attempt's end); it is built per attempt from an :class:`AttemptView`.
 
 ``tick`` runs after every turn of the controller's loop: after events, and at least every
-``rafter._controller.controller.POLL_S`` (0.25 s) when there are none. A monitor with a deadline of its
+``rafter._controller.controller.POLL_S`` (1 s) when there are none. A monitor with a deadline of its
 own (a timeout) may also have ``due() -> Optional[float]``: the ``time.time()`` by which it wants its
 next tick (None: no deadline). The loop sleeps no longer than that, so a monitor's deadline is met to
 the millisecond while an idle or steadily reporting run wakes the driver only once a period.
@@ -16,8 +16,20 @@ the millisecond while an idle or steadily reporting run wakes the driver only on
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
+
+LATE_S = 2.0  # an event read this long after it was sent, or more: its clock is not trusted (another node's)
+
+
+def progress_time(event) -> float:
+    """When the rank made the progress that ``event`` tells of: its own time stamp when that is at most
+    ``LATE_S`` old (the local backend reads metrics-only reports in batches, up to
+    rafter._backends.local.group.METRICS_LANE_S after they were sent), else now."""
+    now = time.time()
+    sent = getattr(event, "time", None)
+    return sent if isinstance(sent, float) and 0.0 <= now - sent <= LATE_S else now
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """Hang watch: a rank that shows no progress for ``hang_timeout_s`` triggers a stack dump of every rank.
 
-Progress is a report (or any event from the rank). The timeout is ``RunConfig(hang_timeout_s)`` when
-set; otherwise it is derived from the run itself: 10 x the longest gap seen between two reports of a
-rank, at least 60 s, and 10 minutes before the first report (model loading, data downloads). It is
-never the 30-minute collective timeout.
+Progress is a report (or any event from the rank), dated by its own time stamp. The timeout is
+``RunConfig(hang_timeout_s)`` when set; otherwise it is derived from the run itself: 10 x the longest gap
+seen between two reports of a rank, at least 60 s, and 10 minutes before the first report (model loading,
+data downloads). It is never the 30-minute collective timeout.
 
 The dump uses faulthandler (armed in every worker on SIGUSR1), which works even while the rank's main
 thread is blocked inside a C++ collective. The stacks say who is where: ranks waiting inside a
@@ -13,12 +13,13 @@ controller to stop the group (a ``Stop`` decision carrying the stacks as evidenc
 
 from __future__ import annotations
 
+import heapq
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Set, Tuple
 
 from rafter._backends import events as ev
-from rafter._diagnose.decision import AttemptView, Stop
+from rafter._diagnose.decision import AttemptView, Stop, progress_time
 from rafter._diagnose.stacks import locate, single_out, trim_dump
 from rafter._worker.bootstrap import STACK_DUMP_SIGNAL
 from rafter._worker.collectives import COLLECTIVES_SIGNAL
@@ -67,28 +68,45 @@ class HangMonitor:
         self.explicit: Optional[float] = view.run_config.hang_timeout_s
         self.start = time.time()
         self.last: Dict[int, float] = {}  # a rank's clock starts when it says hello (start-up is not a hang)
-        # The ranks still running, least recent progress first (re-inserted on each event): a tick reads
-        # only the first one, so it costs O(1) however many ranks there are.
-        self.watched: Dict[int, float] = {}
+        # The ranks still running, as a heap of (last progress, rank) with stale entries left in until they
+        # reach the top or outnumber the live ones: a tick reads the top, so it costs O(1) however many ranks
+        # there are, and an event O(log ranks). Progress is dated by the event's own stamp (metrics-only
+        # reports are read in batches), so events do not arrive in the order of their dates.
+        self.watched: List[Tuple[float, int]] = []
+        self.running: Set[int] = set()
         self.max_gap: Optional[float] = None
         self.fired = False
 
     def on_event(self, event) -> None:
         """Progress: the rank's clock restarts. Never a decision."""
-        now = time.time()
         if isinstance(event, ev.CollectivesSummary):
             return  # rafter asked for it: an answer is not progress
         if event.rank not in self.last and not isinstance(event, ev.Hello):
             return
+        now = max(progress_time(event), self.last.get(event.rank, 0.0))
         if isinstance(event, ev.Reported):
             if self.view.outcomes[event.rank].reports > 1:
                 gap = now - self.last[event.rank]
                 self.max_gap = gap if self.max_gap is None else max(self.max_gap, gap)
         self.last[event.rank] = now
-        self.watched.pop(event.rank, None)
         outcome = self.view.outcomes[event.rank]
         if not outcome.finished and outcome.exit_time is None:
-            self.watched[event.rank] = now
+            self.running.add(event.rank)
+            heapq.heappush(self.watched, (now, event.rank))
+            if len(self.watched) > 2 * len(self.running) + 64:  # mostly stale: rebuild (amortized O(1))
+                self.watched = [(self.last[r], r) for r in self.running]
+                heapq.heapify(self.watched)
+        else:
+            self.running.discard(event.rank)
+
+    def _least_recent(self) -> Optional[float]:
+        """The last progress of the running rank that progressed least recently."""
+        while self.watched:
+            when, rank = self.watched[0]
+            if rank in self.running and self.last[rank] == when:
+                return when
+            heapq.heappop(self.watched)  # superseded by a later event, or the rank is done
+        return None
 
     @property
     def timeout(self) -> float:
@@ -101,7 +119,8 @@ class HangMonitor:
         if self.fired or self.view.first_failure is not None:
             return None
         timeout = self.timeout
-        dues = [next(iter(self.watched.values())) + timeout] if self.watched else []
+        least = self._least_recent()
+        dues = [least + timeout] if least is not None else []
         if len(self.last) < len(self.group.ranks):
             dues.append(self.start + max(timeout, BEFORE_FIRST_REPORT_S))
         return min(dues, default=None)

@@ -1,4 +1,5 @@
-"""Memory watch: per-worker RSS and the machine's available memory, a few times a second.
+"""Memory watch: per-worker RSS and the machine's available memory, 4 times a second with a per-worker limit
+or with the machine within 25 % of ``memory_threshold``, else once a second.
 
 - A worker over ``resources_per_worker["memory"]`` is stopped by rafter and reported as out of memory,
   with its peak RSS and the limit.
@@ -24,7 +25,9 @@ import psutil
 from rafter._backends import events as ev
 from rafter._diagnose.decision import AttemptView, Note, Stop
 
-SAMPLE_INTERVAL_S = 0.25
+SAMPLE_INTERVAL_S = 0.25  # with a per-worker limit, or with the machine near memory_threshold
+RELAXED_INTERVAL_S = 1.0  # otherwise: the machine would have to fill RELAXED_MARGIN of its memory in a second
+RELAXED_MARGIN = 0.25
 _GiB = 2**30
 
 
@@ -151,10 +154,24 @@ class MemoryMonitor:
         except psutil.Error:
             return None
 
-    def tick(self, now: float) -> Optional[Stop]:
-        if now < self.next_sample or self.stopped:
+    def _interval(self) -> float:
+        near = self.limit or self.machine_used >= self.threshold - RELAXED_MARGIN
+        return SAMPLE_INTERVAL_S if near else RELAXED_INTERVAL_S
+
+    def due(self) -> Optional[float]:
+        """The next sample, when sampling faster than the loop's idle tick (POLL_S) does anyway."""
+        if self.stopped or self._interval() >= RELAXED_INTERVAL_S:
             return None
-        self.next_sample = now + 0.8 * SAMPLE_INTERVAL_S  # every idle tick of the loop (POLL_S) samples
+        return self.next_sample
+
+    def tick(self, now: float) -> Optional[Stop]:
+        if now < self.next_sample - 0.2 * self._interval() or self.stopped:
+            return None  # (a tick a little early samples: it saves a wake-up of its own)
+        decision = self._sample(now)
+        self.next_sample = now + self._interval()  # with this sample's machine_used
+        return decision
+
+    def _sample(self, now: float) -> Optional[Stop]:
         sizes: Dict[int, int] = {}
         for rank, pid in self.group.pids().items():
             rss = self._rss(rank, pid)

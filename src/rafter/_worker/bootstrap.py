@@ -121,6 +121,7 @@ def run_worker(spec: WorkerSpec, channel: Channel, payload: Optional[bytes] = No
         preemption.arm(lambda when: channel.send(msg.PreemptNotice(spec.rank, when)))
         _apply_spec(spec)
         session = WorkerSession(spec, channel)
+        session.on_progress = collectives.progressed  # a report restarts the quiet timer
         set_session(session)
         channel.send(msg.Hello(spec.rank, os.getpid(), socket.gethostname(), time.time()))
         torch = _setup_torch(spec)

@@ -24,12 +24,15 @@ class WorkerSession:
         self.collective_seq = 0
         self.dataset_shards = None  # {name: DataIterator}, fetched on the first get_dataset_shard()
         self._request_lock = threading.Lock()
+        self.on_progress = _nothing  # called at each report with its time (the collectives' quiet timer)
 
     def send(self, message) -> None:
         self.channel.send(message)
 
     def send_report(self, index: int, metrics: dict, staged: Optional[dict]) -> None:
-        message = msg.Reported(self.spec.rank, index, metrics, staged, time.time())
+        now = time.time()
+        self.on_progress(now)
+        message = msg.Reported(self.spec.rank, index, metrics, staged, now)
         if staged is None:
             self.channel.send_metrics(message)  # the driver reads these a little later, without a wake-up
         else:
@@ -48,6 +51,10 @@ class WorkerSession:
         with self._request_lock:
             self.channel.send(message)
             return self.channel.recv()
+
+
+def _nothing(now: float) -> None:
+    pass
 
 
 def set_session(session: Optional[WorkerSession]) -> None:

@@ -22,7 +22,8 @@ from rafter._worker.spec import WorkerSpec
 
 # How often, at most, a rank's metrics-only reports wake the driver; the controller's idle tick
 # (rafter._controller.controller.POLL_S) is as long, so that a training run wakes the driver once a period.
-METRICS_LANE_S = 0.25
+# Monitors date progress by each report's own stamp (rafter._diagnose.decision.progress_time).
+METRICS_LANE_S = 1.0
 LANE_SNDBUF = 1 << 20  # asked for the worker's end of the lane; the kernel caps it (net.core.wmem_max)
 
 
