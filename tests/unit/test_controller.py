@@ -298,15 +298,21 @@ def test_after_a_failure_the_loop_wakes_at_the_end_of_the_grace_not_a_tick_later
 
 
 def test_after_a_failure_the_collective_watch_does_not_make_the_loop_spin(tmp_path, monkeypatch):
-    """A rank fails 0.35 s after the last report; the watch's quiet spell (0.4 s) ends during the failure
-    grace (0.2 s here), when the watch no longer ticks: it must not hold the loop at a deadline in the past."""
+    """Rank 0 goes quiet (its summary opens a spell, with an answer deadline) and rank 1 fails before it
+    answers: the deadline must go with the failure (the watch no longer ticks then), or the loop would
+    poll(0) over and over until the end of the grace."""
     from rafter._diagnose.collectives import CollectiveWatch
 
     monkeypatch.setattr(controller_mod, "FAILURE_GRACE_S", 0.2)
-    recent = ev.Reported(0, 0, {"step": 0}, None, time.time() - 0.35)
-    failing = [[hello(0), hello(1)], [recent], [raised(1, "boom"), exited(1, 1)]]
+    monkeypatch.setattr(CollectiveWatch, "ANSWER_WAIT_S", 0.05)
+    now = time.time()
+    quiet = ev.CollectivesSummary(0, {"count": 1, "recent": [], "signatures": {}, "why": "quiet", "time": now,
+                                      "since": now - 0.4})
+    failing = [[hello(0), hello(1)], [quiet], [raised(1, "boom"), exited(1, 1)]]
     controller, backend, _ = make(tmp_path, [failing], max_failures=0, monitors=[CollectiveWatch])
     with pytest.raises(WorkerGroupError):
         controller.fit()
-    after = backend.groups[0].timeouts[3:]
-    assert after and min(after) > 0.0, after  # waits for the end of the grace, never poll(0) over and over
+    timeouts = backend.groups[0].timeouts
+    assert timeouts[2] <= 0.05 + 0.002, timeouts  # the spell's answer wait was a deadline ...
+    after = timeouts[3:]
+    assert after and min(after) > 0.0, after  # ... gone with the failure: the loop waits for the end of the grace
