@@ -240,9 +240,7 @@ class CollectiveWatch:
         if self.attempt.failed_ranks():
             self._ask_before_the_stop()
             return None
-        if self.spell is not None and time.time() - self.spell_asked_at >= self.ANSWER_WAIT_S:
-            return self._compare()
-        return None
+        return self._compare() if self.spell is not None else None  # it waits for the answers or their deadline
 
     def _compare(self) -> Optional[Stop]:
         """Once every live rank's summary of this quiet spell is in (or the wait is over): a mismatch among them
